@@ -1,0 +1,1 @@
+"""The {{ cookiecutter.package_name }} service: see app.py for how it is put together."""

@@ -1,0 +1,43 @@
+"""The service: settings, the Postgres plugin and the routes, put together. Serve it with
+`uvicorn {{ cookiecutter.package_name }}.app:app`."""
+
+import logging
+
+from . import health, users
+from .postgres import Postgres
+from .settings import Settings
+from .web import App
+
+
+def create_app(settings: Settings) -> App:
+    """A new app for `settings`; each app starts and stops once, so tests build their own."""
+    configure_logging(settings.log_level)
+    app = App(debug=settings.debug, max_body_size=settings.max_body_bytes)
+    app.plugin(
+        Postgres(
+            settings.database_url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            connect_timeout=settings.connect_timeout,
+            acquire_timeout=settings.acquire_timeout,
+            query_timeout=settings.query_timeout,
+            statement_cache_size=settings.statement_cache_size,
+        )
+    )
+    app.plugin(health)
+    app.plugin(users)
+    return app
+
+
+def configure_logging(level: str) -> None:
+    """Send this package's log records to stderr at `level`; uvicorn logs its own."""
+    logger = logging.getLogger(__package__)
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+app = create_app(Settings.from_env())

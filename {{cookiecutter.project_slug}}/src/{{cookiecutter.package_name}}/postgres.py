@@ -1,0 +1,239 @@
+"""The Postgres plugin: the pool's lifecycle, the handle on each request's context, rows bound to Structs."""
+
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, TypeVar, overload
+from urllib.parse import urlsplit
+
+import asyncpg
+import msgspec
+from heaven.context import Key
+
+from .web import HTTPError
+
+log = logging.getLogger(__name__)
+S = TypeVar("S", bound=msgspec.Struct)
+
+# The errors that mean "the database is not there right now", as opposed to "this query is wrong".
+UNAVAILABLE = (
+    OSError,  # refused, reset, unreachable
+    TimeoutError,  # no connection free within acquire_timeout, or the query ran past query_timeout
+    asyncpg.PostgresConnectionError,  # the connection dropped mid-query
+    asyncpg.OperatorInterventionError,  # shutting down, starting up, statement cancelled
+    asyncpg.InsufficientResourcesError,  # too many connections, out of memory or disk
+)
+
+
+# Where the plugin puts itself on each request's context: `ctx.peek(DB)` (typed), or `ctx.{{ cookiecutter.context_name }}`.
+DB: Key["Postgres"] = Key("{{ cookiecutter.context_name }}")
+
+
+class DatabaseUnavailable(HTTPError):
+    """The database could not answer: the client gets a 503 and may retry."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(503, "database_unavailable", "the database is unavailable; try again shortly")
+        self.cause = cause
+
+
+class Queries:
+    """fetch, fetchrow, fetchval and execute on one asyncpg connection, with rows bound to Structs."""
+
+    __slots__ = ("_conn", "_timeout")
+
+    def __init__(self, conn: asyncpg.Connection, timeout: float | None) -> None:
+        self._conn, self._timeout = conn, timeout
+
+    @overload
+    async def fetch(self, query: str, *args: Any, bind: type[S]) -> list[S]: ...
+    @overload
+    async def fetch(self, query: str, *args: Any, bind: None = None) -> list[asyncpg.Record]: ...
+    async def fetch(self, query, *args, bind=None):
+        """All rows, as a list of `bind` Structs when given (validated), else asyncpg Records."""
+        rows = await self._conn.fetch(query, *args, timeout=self._timeout)
+        return bind_rows(rows, bind) if bind else rows
+
+    @overload
+    async def fetchrow(self, query: str, *args: Any, bind: type[S]) -> S | None: ...
+    @overload
+    async def fetchrow(self, query: str, *args: Any, bind: None = None) -> asyncpg.Record | None: ...
+    async def fetchrow(self, query, *args, bind=None):
+        """The first row or None, as a `bind` Struct when given."""
+        row = await self._conn.fetchrow(query, *args, timeout=self._timeout)
+        return bind_rows((row,), bind)[0] if bind and row is not None else row
+
+    async def fetchval(self, query: str, *args: Any, column: int = 0) -> Any:
+        """One value of the first row, or None when there is no row."""
+        return await self._conn.fetchval(query, *args, column=column, timeout=self._timeout)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        """Run a statement; returns its status, such as "DELETE 1"."""
+        return await self._conn.execute(query, *args, timeout=self._timeout)
+
+
+class Postgres:
+    """The plugin: `app.plugin(Postgres(dsn))` opens a pool at startup, closes it at shutdown, and
+    puts itself on the app (`app.peek(name)`) and on every request's context (`ctx.<name>`).
+
+    Each query method borrows a connection for that query alone; `transaction()` holds one for a
+    block. When the database cannot be reached they raise DatabaseUnavailable (a 503).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        name: str = DB.name,
+        min_size: int = 2,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        acquire_timeout: float = 5.0,
+        query_timeout: float | None = 30.0,
+        statement_cache_size: int = 100,
+    ) -> None:
+        self.dsn, self.name = dsn, name
+        self.key: Key[Postgres] = Key(name)
+        self.pool: asyncpg.Pool | None = None
+        self._pool_options = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "timeout": connect_timeout,
+            "statement_cache_size": statement_cache_size,
+        }
+        self._acquire_timeout = acquire_timeout
+        self._query_timeout = query_timeout
+
+    def install(self, app) -> None:
+        """Register the startup and shutdown hooks and the context injection on `app`."""
+        app.ON("startup", self.startup)
+        app.ON("shutdown", self.shutdown)
+        app.keep(self.name, self)
+
+        async def inject(req, res, ctx):
+            ctx.keep(self.name, self)
+
+        app.BEFORE("/*", inject)
+
+    async def startup(self, app=None) -> None:
+        """Open the pool; raises, naming host, port and database but never the password, if it cannot."""
+        try:
+            self.pool = await asyncpg.create_pool(self.dsn, **self._pool_options)
+        except Exception as exc:
+            raise RuntimeError(f"cannot connect to Postgres at {describe(self.dsn)}: {_reason(exc)}") from None
+        log.info("connected to Postgres at %s", describe(self.dsn))
+
+    async def shutdown(self, app=None) -> None:
+        """Close the pool, letting borrowed connections finish their queries first."""
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+            log.info("disconnected from Postgres at %s", describe(self.dsn))
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Queries]:
+        """Borrow one connection for several statements, outside a transaction."""
+        try:
+            async with self.pool.acquire(timeout=self._acquire_timeout) as conn:
+                yield Queries(conn, self._query_timeout)
+        except UNAVAILABLE as exc:
+            raise DatabaseUnavailable(exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, **options: Any) -> AsyncIterator[Queries]:
+        """`async with db.transaction() as tx:` commits when the block ends, rolls back if it raises.
+
+        options go to asyncpg's `Connection.transaction` (isolation, readonly, deferrable).
+        """
+        async with self.connection() as queries, queries._conn.transaction(**options):
+            yield queries
+
+    @overload
+    async def fetch(self, query: str, *args: Any, bind: type[S]) -> list[S]: ...
+    @overload
+    async def fetch(self, query: str, *args: Any, bind: None = None) -> list[asyncpg.Record]: ...
+    async def fetch(self, query, *args, bind=None):
+        """All rows, as a list of `bind` Structs when given (validated), else asyncpg Records."""
+        async with self.connection() as queries:
+            return await queries.fetch(query, *args, bind=bind)
+
+    @overload
+    async def fetchrow(self, query: str, *args: Any, bind: type[S]) -> S | None: ...
+    @overload
+    async def fetchrow(self, query: str, *args: Any, bind: None = None) -> asyncpg.Record | None: ...
+    async def fetchrow(self, query, *args, bind=None):
+        """The first row or None, as a `bind` Struct when given."""
+        async with self.connection() as queries:
+            return await queries.fetchrow(query, *args, bind=bind)
+
+    async def fetchval(self, query: str, *args: Any, column: int = 0) -> Any:
+        """One value of the first row, or None when there is no row."""
+        async with self.connection() as queries:
+            return await queries.fetchval(query, *args, column=column)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        """Run a statement; returns its status, such as "DELETE 1"."""
+        async with self.connection() as queries:
+            return await queries.execute(query, *args)
+
+
+class BindError(TypeError):
+    """The rows of a query do not fit the Struct they were bound to."""
+
+
+def bind_rows(rows: Sequence[asyncpg.Record], struct: type[S]) -> list[S]:
+    """Records to Structs, every value checked against its field's type.
+
+    When the columns are the Struct's fields in order, the values are validated as tuples in one
+    msgspec call and passed to the Struct positionally, several times faster than
+    msgspec.convert over Records. Otherwise (other order, fewer columns) the rows go through dicts.
+    """
+    if not rows:
+        return []
+    fields, row_type = _plan(struct)
+    try:
+        if tuple(rows[0].keys()) == fields:
+            return [struct(*values) for values in msgspec.convert([tuple(row) for row in rows], row_type)]
+        return msgspec.convert([dict(row) for row in rows], list[struct])
+    except msgspec.ValidationError:
+        return _explain(rows, struct)
+
+
+_plans: dict[type, tuple[tuple[str, ...], Any]] = {}
+
+
+def _plan(struct: type) -> tuple[tuple[str, ...], Any]:
+    plan = _plans.get(struct)
+    if plan is None:
+        if any(p.kind is p.KEYWORD_ONLY for p in inspect.signature(struct).parameters.values()):
+            raise BindError(f"{struct.__name__} has keyword-only fields; bind passes fields by position")
+        fields = msgspec.structs.fields(struct)
+        plan = _plans[struct] = (
+            tuple(field.name for field in fields),
+            list[tuple[tuple(field.type for field in fields)]],  # type: ignore[misc]
+        )
+    return plan
+
+
+def _explain(rows: Sequence[asyncpg.Record], struct: type) -> list:
+    # Errors are rare, so say which column failed the slow way, through dicts named by column.
+    try:
+        return msgspec.convert([dict(row) for row in rows], list[struct])
+    except msgspec.ValidationError as exc:
+        raise BindError(f"rows do not fit {struct.__name__}: {exc}") from None
+
+
+def describe(dsn: str) -> str:
+    """host:port/database of a DSN, for logs: never the user's password."""
+    parts = urlsplit(dsn)
+    query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
+    host = parts.hostname or query.get("host") or "localhost"
+    port = parts.port or query.get("port") or 5432
+    database = parts.path.lstrip("/") or query.get("dbname") or parts.username or "postgres"
+    return f"{host}:{port}/{database}"
+
+
+def _reason(exc: BaseException) -> str:
+    # asyncpg's messages name the host and the user, never the password; the type says the rest.
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,124 @@
+"""Users: the shapes, the SQL and the handlers of /users."""
+
+from datetime import datetime
+from typing import Annotated
+
+import asyncpg
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from .postgres import DB
+from .web import HTTPError, query_int, read, send
+
+MAX_ID = 2**63 - 1  # ids are bigint; a larger one can name no row
+# No whitespace or control characters (Postgres text cannot hold NUL), one @, a dot in the domain.
+_PART = r"[^@\s\x00-\x1f\x7f]+"
+Email = Annotated[str, Meta(pattern=rf"^{_PART}@{_PART}\.{_PART}$", max_length=254)]
+Name = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]+$", min_length=1, max_length=100)]
+
+
+class User(Struct):
+    id: int
+    email: str
+    name: str
+    is_active: bool
+    created_at: datetime
+
+
+class NewUser(Struct, forbid_unknown_fields=True):
+    email: Email
+    name: Name
+    is_active: bool = True
+
+
+class UserPatch(Struct, forbid_unknown_fields=True):
+    email: Email | UnsetType = UNSET
+    name: Name | UnsetType = UNSET
+    is_active: bool | UnsetType = UNSET
+
+
+decode_new_user = msgspec.json.Decoder(NewUser).decode
+decode_user_patch = msgspec.json.Decoder(UserPatch).decode
+
+COLUMNS = "id, email, name, is_active, created_at"
+SELECT_USERS = f"SELECT {COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"
+SELECT_USER = f"SELECT {COLUMNS} FROM users WHERE id = $1"
+INSERT_USER = f"INSERT INTO users (email, name, is_active) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
+# COALESCE keeps a column a patch leaves out (None); no column here may be set to NULL.
+UPDATE_USER = f"""
+UPDATE users SET email = COALESCE($2, email), name = COALESCE($3, name), is_active = COALESCE($4, is_active)
+WHERE id = $1 RETURNING {COLUMNS}
+"""
+DELETE_USER = "DELETE FROM users WHERE id = $1"
+
+
+async def list_users(req, res, ctx):
+    """Users in id order, a page at a time: pass the last id you saw as `after` for the next page."""
+    limit = query_int(req, "limit", default=20, minimum=1, maximum=100)
+    after = query_int(req, "after", default=0, minimum=0, maximum=MAX_ID)
+    send(res, await ctx.peek(DB).fetch(SELECT_USERS, after, limit, bind=User))
+
+
+async def get_user(req, res, ctx):
+    """One user by id."""
+    user = await ctx.peek(DB).fetchrow(SELECT_USER, _user_id(req), bind=User)
+    if user is None:
+        raise _missing(req)
+    send(res, user)
+
+
+async def create_user(req, res, ctx):
+    """Create a user: 201 with the user, 409 if the email is taken."""
+    new = read(req, decode_new_user)
+    try:
+        user = await ctx.peek(DB).fetchrow(INSERT_USER, new.email, new.name, new.is_active, bind=User)
+    except asyncpg.UniqueViolationError:
+        raise _taken(new.email) from None
+    res.headers = "Location", f"/users/{user.id}"
+    send(res, user, 201)
+
+
+async def update_user(req, res, ctx):
+    """Change the fields given, leave the rest."""
+    user_id = _user_id(req)
+    patch = read(req, decode_user_patch)
+    values = [None if value is UNSET else value for value in (patch.email, patch.name, patch.is_active)]
+    try:
+        user = await ctx.peek(DB).fetchrow(UPDATE_USER, user_id, *values, bind=User)
+    except asyncpg.UniqueViolationError:
+        raise _taken(patch.email) from None
+    if user is None:
+        raise _missing(req)
+    send(res, user)
+
+
+async def delete_user(req, res, ctx):
+    """Delete a user: 204, or 404 if there was none."""
+    if await ctx.peek(DB).execute(DELETE_USER, _user_id(req)) == "DELETE 0":
+        raise _missing(req)
+    res.status = 204
+    res.body = b""
+
+
+def install(app) -> None:
+    """Register the /users routes on `app`."""
+    app.GET("/users", list_users)
+    app.POST("/users", create_user)
+    app.GET("/users/:id:int", get_user)
+    app.PATCH("/users/:id:int", update_user)
+    app.DELETE("/users/:id:int", delete_user)
+
+
+def _user_id(req) -> int:
+    user_id = req.params["id"]
+    if not 0 < user_id <= MAX_ID:
+        raise _missing(req)
+    return user_id
+
+
+def _missing(req) -> HTTPError:
+    return HTTPError(404, "not_found", f"no user with id {req.params['id']}")
+
+
+def _taken(email: str) -> HTTPError:
+    return HTTPError(409, "conflict", f"a user with email {email!r} already exists", "email")

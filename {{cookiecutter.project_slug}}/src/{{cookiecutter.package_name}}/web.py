@@ -1,0 +1,165 @@
+"""The HTTP edge: the App (a Heaven Router that fails loudly), JSON responses and errors."""
+
+import functools
+import inspect
+import logging
+import re
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+import msgspec
+from heaven import Router
+from heaven.constants import DEFAULT
+from heaven.router import Routes
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_encode = msgspec.json.Encoder().encode
+_JSON = ("Content-Type", "application/json")
+
+
+class HTTPError(Exception):
+    """Raise from a handler to answer `{"error": code, "detail": ..., "field": ...}` with `status`."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, status: int, code: str, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.field = status, code, detail, field
+
+    def body(self) -> dict[str, Any]:
+        error = {"error": self.code, "detail": self.detail}
+        if self.field:
+            error["field"] = self.field
+        return error
+
+
+def send(res, body: Any, status: int = 200) -> None:
+    """Answer with `body` encoded by msgspec (Structs, lists, dicts, datetimes...) as JSON."""
+    res.status = status
+    res.headers = _JSON
+    res.body = _encode(body)
+
+
+def read(req, decode: Callable[[bytes], T]) -> T:
+    """Decode the request body with a msgspec decoder: 400 when it is not JSON, 422 when it is the wrong shape."""
+    try:
+        return decode(req.body)
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: keep it first
+        message = str(exc)
+        raise HTTPError(422, "invalid", message, _field(message)) from None
+    except msgspec.DecodeError as exc:
+        raise HTTPError(400, "malformed_json", str(exc)) from None
+
+
+def query_int(req, name: str, default: int, minimum: int, maximum: int) -> int:
+    """An integer query parameter, checked against its bounds (422 naming it when it is not)."""
+    raw = _query(req).get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPError(422, "invalid", f"{name} must be an integer", name) from None
+    if not minimum <= value <= maximum:
+        raise HTTPError(422, "invalid", f"{name} must be between {minimum} and {maximum}", name)
+    return value
+
+
+def _query(req) -> dict[str, str]:
+    # Parsed here rather than with req.queries, which keeps an unparsable hint as a string silently.
+    return dict(parse_qsl(req._scope.get("query_string", b"").decode("latin-1")))
+
+
+def _field(message: str) -> str | None:
+    # msgspec ends a message with "- at `$.email`" or names the field: "missing required field `email`".
+    match = re.search(r"at `\$\.([^`\[]+)|field `([^`]+)`", message)
+    return (match.group(1) or match.group(2)) if match else None
+
+
+class App(Router):
+    """A Heaven Router whose startup can fail and whose every answer, error or not, is JSON.
+
+    - A failing startup hook fails the ASGI lifespan, so uvicorn exits instead of serving without
+      a database (Heaven itself logs the failure and reports success).
+    - An exception escaping a handler becomes a JSON error: its own status for an HTTPError, 500
+      for anything else, logged with its traceback and sent to the client only in debug.
+    - 404, 405 and 413 answered by Heaven's router are JSON as well.
+    """
+
+    def __init__(self, *, debug: bool = False, max_body_size: int | None = None) -> None:
+        super().__init__(debug=debug, max_body_size=max_body_size)
+        self.subdomains[DEFAULT] = _JSONRoutes()
+
+    def abettor(self, method, route, handler, *args, **kwargs):
+        if inspect.iscoroutinefunction(handler):
+            handler = _answering_errors(handler, self._debug)
+        return super().abettor(method, route, handler, *args, **kwargs)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        return await super().__call__(scope, receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        await receive()  # lifespan.startup
+        try:
+            await _run_all(self.initializers, self)
+        except Exception as exc:
+            log.error("startup failed: %s", exc)
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        try:
+            await _run_all(self.deinitializers, self)
+        except Exception:
+            log.exception("shutdown failed")
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _run_all(hooks, app) -> None:
+    # Heaven stores startup and shutdown hooks in deques, wrapped to take the app.
+    while hooks:
+        await hooks.popleft()(app)
+
+
+def _answering_errors(handler, debug: bool):
+    @functools.wraps(handler)
+    async def answering_errors(req, res, ctx):
+        try:
+            await handler(req, res, ctx)
+        except HTTPError as exc:
+            send(res, exc.body(), exc.status)
+        except Exception as exc:
+            log.exception("unhandled error in %s %s", req.method, req.url)
+            error = {"error": "internal_error", "detail": "the server failed to answer this request"}
+            if debug:
+                error["traceback"] = traceback.format_exception(exc)
+            send(res, error, 500)
+
+    return answering_errors
+
+
+class _JSONRoutes(Routes):
+    """Heaven's route table, with its own 404, 405 and 413 answers turned into JSON."""
+
+    def unmatched(self, scope, method, route, w):
+        w = super().unmatched(scope, method, route, w)
+        if scope["type"] == "http":
+            if w.status == 405:
+                send(w, {"error": "method_not_allowed", "detail": f"{method} is not allowed on {route}"}, 405)
+            else:
+                send(w, {"error": "not_found", "detail": f"nothing at {route}"}, 404)
+        return w
+
+    async def buffer(self, r, receive, w, application):
+        if await super().buffer(r, receive, w, application):
+            return True
+        limit = application._max_body_size
+        send(w, {"error": "payload_too_large", "detail": f"the body is over {limit} bytes"}, 413)
+        return False
