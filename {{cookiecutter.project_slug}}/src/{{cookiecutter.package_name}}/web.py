@@ -110,7 +110,7 @@ class App(Router):
         try:
             await _run_all(self.initializers, self)
         except Exception as exc:
-            log.error("startup failed: %s", exc)
+            # The server logs the message (uvicorn, then exits with status 3); logging it here too would say it twice.
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
         await send({"type": "lifespan.startup.complete"})

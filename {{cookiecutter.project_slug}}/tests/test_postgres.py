@@ -1,0 +1,121 @@
+"""The Postgres plugin against a real server: binding, transactions, the context, failing to start."""
+
+import asyncpg
+import msgspec
+import pytest
+from heaven import Router
+
+from {{ cookiecutter.package_name }}.postgres import DB, BindError, DatabaseUnavailable, Postgres, bind_rows
+from {{ cookiecutter.package_name }}.users import User
+
+
+class Pair(msgspec.Struct):
+    n: int
+    label: str
+
+
+@pytest.fixture
+async def db(migrated, conn):
+    db = Postgres(migrated, min_size=1, max_size=2)
+    await db.startup()
+    yield db
+    await db.shutdown()
+
+
+async def test_fetch_binds_rows_to_structs(db):
+    rows = await db.fetch("SELECT g AS n, 'n' || g AS label FROM generate_series(1, 3) g", bind=Pair)
+    assert rows == [Pair(1, "n1"), Pair(2, "n2"), Pair(3, "n3")]
+
+
+async def test_bind_matches_columns_by_name_in_any_order(db):
+    rows = await db.fetch("SELECT 'one' AS label, 1 AS n", bind=Pair)
+    assert rows == [Pair(1, "one")]
+
+
+async def test_bind_validates_types_and_names_the_column(db):
+    with pytest.raises(BindError, match="label"):
+        await db.fetch("SELECT 1 AS n, 2 AS label", bind=Pair)
+
+
+async def test_bind_validates_every_row_not_just_the_first(db):
+    with pytest.raises(BindError):
+        await db.fetch("SELECT 1 AS n, 'a' AS label UNION ALL SELECT 2, NULL", bind=Pair)
+
+
+async def test_bind_gives_the_same_structs_as_msgspec_convert(db, conn):
+    await conn.execute("INSERT INTO users (email, name) SELECT 'u' || g || '@x.io', 'U' FROM generate_series(1, 50) g")
+    rows = await conn.fetch("SELECT id, email, name, is_active, created_at FROM users")
+    assert bind_rows(rows, User) == msgspec.convert([dict(row) for row in rows], list[User])
+
+
+async def test_fetchrow_fetchval_execute(db):
+    assert await db.fetchrow("SELECT 7 AS n, 'x' AS label", bind=Pair) == Pair(7, "x")
+    assert await db.fetchrow("SELECT 1 AS n, 'x' AS label WHERE false", bind=Pair) is None
+    assert (await db.fetchrow("SELECT 2 AS n"))["n"] == 2
+    assert await db.fetchval("SELECT 40 + 2") == 42
+    assert await db.execute("CREATE TEMP TABLE t (x int)") == "CREATE TABLE"
+
+
+async def test_transaction_commits_or_rolls_back_as_a_whole(db, conn):
+    insert = "INSERT INTO users (email, name) VALUES ($1, 'T')"
+    async with db.transaction() as tx:
+        await tx.execute(insert, "kept@example.com")
+        assert await tx.fetchval("SELECT count(*) FROM users") == 1
+    with pytest.raises(asyncpg.UniqueViolationError):
+        async with db.transaction() as tx:
+            await tx.execute(insert, "lost@example.com")
+            await tx.execute(insert, "KEPT@example.com")
+    assert await conn.fetchval("SELECT array_agg(email) FROM users") == ["kept@example.com"]
+
+
+async def test_install_puts_the_plugin_on_the_app_and_each_requests_context(migrated):
+    app, db = Router(), Postgres(migrated, name="database", min_size=1)
+    app.plugin(db)
+    seen = {}
+
+    async def handler(req, res, ctx):
+        seen["plugin"] = ctx.peek("database")
+        seen["value"] = await ctx.database.fetchval("SELECT 1")
+        res.body = b"ok"
+
+    app.GET("/probe", handler)
+    async with app.earth.test() as earth:
+        _, response, _ = await earth.GET("/probe")
+    assert response.status == 200
+    assert seen == {"plugin": db, "value": 1}
+    assert app.peek("database") is db
+    assert db.pool is None  # closed by the shutdown hook
+
+
+async def test_the_default_context_name_is_the_projects(migrated):
+    assert Postgres(migrated).name == DB.name == "{{ cookiecutter.context_name }}"
+
+
+async def test_startup_fails_naming_the_server_never_the_password(closed_port):
+    db = Postgres(f"postgresql://app:hunter2-secret@127.0.0.1:{closed_port}/appdb", connect_timeout=2)
+    with pytest.raises(RuntimeError) as failure:
+        await db.startup()
+    assert f"127.0.0.1:{closed_port}/appdb" in str(failure.value)
+    assert "hunter2" not in str(failure.value)
+
+
+async def test_queries_raise_database_unavailable_when_postgres_is_away(closed_port):
+    db = Postgres(f"postgresql://app:pw@127.0.0.1:{closed_port}/appdb", min_size=0, connect_timeout=1)
+    await db.startup()
+    try:
+        with pytest.raises(DatabaseUnavailable) as failure:
+            await db.fetch("SELECT 1")
+        assert failure.value.status == 503
+    finally:
+        await db.shutdown()
+
+
+async def test_a_slow_query_is_cut_off_by_query_timeout(migrated):
+    db = Postgres(migrated, min_size=1, query_timeout=0.2)
+    await db.startup()
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await db.fetchval("SELECT pg_sleep(5)")
+        assert await db.fetchval("SELECT 1") == 1  # and the pool still works
+    finally:
+        await db.shutdown()
