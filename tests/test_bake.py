@@ -1,0 +1,125 @@
+"""Baking: every answer lands where it belongs, every file parses, nothing of the template is left over."""
+
+import json
+import re
+import subprocess
+import tomllib
+
+import pytest
+import yaml
+
+HOSTILE_NAMES = [
+    'He said "hi" \\ and left',
+    "Ünïcødé Café — naïve façade",
+    "O'Brien's \"Quoted\" \\\\Service\\",
+    '"""; import os; os.system("touch pwned") #',
+    "!!!",
+    "123 Go",
+]
+
+
+def baked_files(project):
+    return [p for p in project.path.rglob("*") if p.is_file() and ".git" not in p.parts]
+
+
+def check_parses(project):
+    for path in baked_files(project):
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            tomllib.loads(text)
+        elif path.suffix in {".yml", ".yaml"}:
+            yaml.safe_load(text)
+        elif path.suffix == ".json":
+            json.loads(text)
+        elif path.suffix == ".py":
+            compile(text, str(path), "exec")
+        # Jinja that was not rendered, or a mention of how the project was made, is a leftover.
+        assert not re.search(r"\{\{|\{%|cookiecutter", text), f"leftover in {path}"
+
+
+def test_default_bake_has_the_promised_layout(default_project):
+    package = default_project.path / "src" / default_project.package
+    for name in ["app.py", "settings.py", "postgres.py", "users.py", "health.py", "migrate.py", "web.py"]:
+        assert (package / name).is_file(), name
+    assert (package / "migrations" / "0001_users.sql").is_file()
+    for name in ["pyproject.toml", "README.md", "docker-compose.yml", "Dockerfile", ".env.example", ".gitignore"]:
+        assert (default_project.path / name).is_file(), name
+    check_parses(default_project)
+
+
+def test_every_answer_is_used(bake):
+    project = bake(
+        project_name="Ledger of Things",
+        description="Keeps a ledger.",
+        author_name="Ada Lovelace",
+        author_email="ada@example.org",
+        python_version="3.12",
+        postgres_version="16",
+        context_name="database",
+    )
+    assert project.path.name == "ledger-of-things"
+    assert project.package == "ledger_of_things"
+    pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == "ledger-of-things"
+    assert pyproject["project"]["description"] == "Keeps a ledger."
+    assert pyproject["project"]["authors"] == [{"name": "Ada Lovelace", "email": "ada@example.org"}]
+    assert pyproject["project"]["requires-python"] == ">=3.12"
+    assert pyproject["tool"]["ruff"]["target-version"] == "py312"
+    compose = yaml.safe_load((project.path / "docker-compose.yml").read_text())
+    assert compose["services"]["db"]["image"] == "postgres:16"
+    assert "Ledger of Things" in (project.path / "README.md").read_text()
+    postgres = (project.path / "src" / "ledger_of_things" / "postgres.py").read_text()
+    assert 'Key("database")' in postgres
+    check_parses(project)
+
+
+@pytest.mark.parametrize("version", ["3.11", "3.12", "3.13"])
+def test_each_python_version_bakes(bake, version):
+    project = bake(python_version=version)
+    assert tomllib.loads((project.path / "pyproject.toml").read_text())["project"]["requires-python"] == f">={version}"
+    assert f"ARG PYTHON_VERSION={version}" in (project.path / "Dockerfile").read_text()
+    check_parses(project)
+
+
+@pytest.mark.parametrize("version", ["15", "16", "17"])
+def test_each_postgres_version_bakes(bake, version):
+    project = bake(postgres_version=version)
+    compose = yaml.safe_load((project.path / "docker-compose.yml").read_text())
+    assert compose["services"]["db"]["image"] == f"postgres:{version}"
+    check_parses(project)
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_a_hostile_project_name_bakes_with_sanitized_names(bake, name):
+    project = bake(project_name=name, description=name, author_name=name)
+    assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", project.path.name)
+    assert project.package.isidentifier() and project.package.isascii()
+    pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
+    assert pyproject["project"]["description"] == name
+    assert pyproject["project"]["authors"][0]["name"] == name
+    assert not (project.path / "pwned").exists() and not (project.path.parent / "pwned").exists()
+    check_parses(project)
+
+
+def test_the_password_is_fresh_per_bake_and_never_in_the_replay_file(bake):
+    first, second = bake(), bake()
+    passwords = []
+    for project in (first, second):
+        env = dict(line.split("=", 1) for line in (project.path / ".env").read_text().splitlines() if "=" in line)
+        password = env["POSTGRES_PASSWORD"]
+        assert len(password) >= 24 and password != "change-me"
+        assert f":{password}@" in env["DATABASE_URL"]
+        assert password not in project.replay.read_text()
+        assert password not in (project.path / ".env.example").read_text()
+        assert (project.path / ".env").stat().st_mode & 0o077 == 0
+        passwords.append(password)
+    assert passwords[0] != passwords[1]
+
+
+def test_env_is_git_ignored(default_project, tmp_path):
+    repo = default_project.path
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    ignored = subprocess.run(["git", "-C", str(repo), "check-ignore", ".env"], capture_output=True, text=True)
+    assert ignored.returncode == 0 and ignored.stdout.strip() == ".env"
+    tracked = subprocess.run(["git", "-C", str(repo), "check-ignore", ".env.example"], capture_output=True)
+    assert tracked.returncode == 1

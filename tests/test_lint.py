@@ -1,0 +1,23 @@
+"""Each bake passes ruff with the project's own configuration, as its CI would run it."""
+
+import subprocess
+import sys
+
+import pytest
+from test_bake import HOSTILE_NAMES
+
+BAKES = [
+    {},
+    {"context_name": "database", "python_version": "3.13", "postgres_version": "15"},
+    *({"project_name": name, "description": name, "author_name": name} for name in HOSTILE_NAMES),
+]
+
+
+@pytest.mark.parametrize("answers", BAKES, ids=lambda answers: answers.get("project_name", "defaults"))
+def test_bake_passes_ruff_check_and_format(bake, answers):
+    project = bake(**answers)
+    for command in (["check", "."], ["format", "--check", "."]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *command], cwd=project.path, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
