@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -122,7 +123,8 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self.environ = project.env(DATABASE_URL=database_url, **settings)
         self.process: subprocess.Popen | None = None
-        self.output = ""
+        self.lines: list[str] = []
+        self._reader: threading.Thread | None = None
 
     def start(self, wait: bool = True) -> "Service":
         command = [sys.executable, "-m", "uvicorn", f"{self.project.package}.app:app", "--port", str(self.port)]
@@ -134,6 +136,9 @@ class Service:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        # Read as it comes: a pipe nobody drains fills up under load and blocks uvicorn's logging.
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         if wait:
             self.wait_until_healthy()
         return self
@@ -153,8 +158,19 @@ class Service:
         """Signal uvicorn, wait for it to end, and return everything it printed."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        self.output += self.process.communicate(timeout=timeout)[0]
+        self.process.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
+        self.process.stdout.close()
         return self.output
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        """Everything uvicorn has printed so far."""
+        return "".join(self.lines)
 
 
 @pytest.fixture
@@ -171,3 +187,24 @@ def service():
     for svc in started:
         if svc.process and svc.process.poll() is None:
             svc.stop(signal.SIGKILL)
+
+
+FIGURES = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def figures(request):
+    """`figures(line)` records what a test measured; the lines are printed at the end of the run."""
+
+    def record(line: str) -> None:
+        print(line)
+        request.config.stash.setdefault(FIGURES, []).append(f"{request.node.name}: {line}")
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    if config.stash.get(FIGURES, None):
+        terminalreporter.section("figures")
+        for line in config.stash[FIGURES]:
+            terminalreporter.write_line(line)

@@ -24,6 +24,8 @@ UNAVAILABLE = (
     asyncpg.OperatorInterventionError,  # shutting down, starting up, statement cancelled
     asyncpg.InsufficientResourcesError,  # too many connections, out of memory or disk
 )
+    # A connection the server dropped mid-query, found in a broken state when the pool resets it on release.
+    asyncpg.InternalClientError,
 
 
 # Where the plugin puts itself on each request's context: `ctx.peek(DB)` (typed), or `ctx.{{ cookiecutter.context_name }}`.

@@ -57,6 +57,8 @@ def read(req, decode: Callable[[bytes], T]) -> T:
 
 
 def query_int(req, name: str, default: int, minimum: int, maximum: int) -> int:
+    except UnicodeDecodeError as exc:  # msgspec raises this, not DecodeError, for a string that is not UTF-8
+        raise HTTPError(400, "malformed_json", f"JSON is malformed: {exc.reason} (byte {exc.start})") from None
     """An integer query parameter, checked against its bounds (422 naming it when it is not)."""
     raw = _query(req).get(name)
     if raw is None:
