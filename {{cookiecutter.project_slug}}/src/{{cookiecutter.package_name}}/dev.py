@@ -43,7 +43,14 @@ def main() -> None:
     print(f"Postgres at {describe(database_url)}; migrations applied now: {applied or 'none'}", flush=True)
     # The server (and each process reload starts) reads its settings from the environment.
     os.environ["DATABASE_URL"] = database_url
-    uvicorn.run("{{ cookiecutter.package_name }}.app:app", host=args.host, port=args.port, reload=args.reload)
+    # The app logs each request itself (ACCESS_LOG); uvicorn's own line would say it twice.
+    uvicorn.run(
+        "{{ cookiecutter.package_name }}.app:app",
+        host=args.host,
+        port=args.port,
+        reload=args.reload,
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,20 @@
 """/health: is the service able to reach its database right now."""
 
+from msgspec import Struct
+
+from .docs import documented
 from .postgres import DB, DatabaseUnavailable
 from .web import send
 
 
+class Health(Struct):
+    """Whether the service can reach its database."""
+
+    status: str
+    database: str
+
+
+@documented(responses={200: Health, 503: Health})
 async def health(req, res, ctx):
     """200 when Postgres answers `SELECT 1`, 503 when it does not."""
     try:

@@ -7,6 +7,7 @@ import asyncpg
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from .docs import Error, documented
 from .postgres import DB
 from .web import HTTPError, query_int, read, send
 
@@ -18,6 +19,8 @@ Name = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]+$", min_length=1, max_len
 
 
 class User(Struct):
+    """A user, as every route answers it."""
+
     id: int
     email: str
     name: str
@@ -26,15 +29,26 @@ class User(Struct):
 
 
 class NewUser(Struct, forbid_unknown_fields=True):
+    """The body of POST /users."""
+
     email: Email
     name: Name
     is_active: bool = True
 
 
 class UserPatch(Struct, forbid_unknown_fields=True):
+    """The body of PATCH /users/:id: the fields to change."""
+
     email: Email | UnsetType = UNSET
     name: Name | UnsetType = UNSET
     is_active: bool | UnsetType = UNSET
+
+
+class UserPage(Struct):
+    """The query of GET /users, for the docs; list_users reads it with query_int."""
+
+    limit: Annotated[int, Meta(ge=1, le=100, description="users per page")] = 20
+    after: Annotated[int, Meta(ge=0, le=MAX_ID, description="the last id of the previous page")] = 0
 
 
 decode_new_user = msgspec.json.Decoder(NewUser).decode
@@ -52,6 +66,7 @@ WHERE id = $1 RETURNING {COLUMNS}
 DELETE_USER = "DELETE FROM users WHERE id = $1"
 
 
+@documented(query=UserPage, responses={200: list[User], 422: Error})
 async def list_users(req, res, ctx):
     """Users in id order, a page at a time: pass the last id you saw as `after` for the next page."""
     limit = query_int(req, "limit", default=20, minimum=1, maximum=100)
@@ -59,6 +74,7 @@ async def list_users(req, res, ctx):
     send(res, await ctx.peek(DB).fetch(SELECT_USERS, after, limit, bind=User))
 
 
+@documented(responses={200: User, 404: Error})
 async def get_user(req, res, ctx):
     """One user by id."""
     user = await ctx.peek(DB).fetchrow(SELECT_USER, _user_id(req), bind=User)
@@ -67,6 +83,7 @@ async def get_user(req, res, ctx):
     send(res, user)
 
 
+@documented(body=NewUser, responses={201: User, 400: Error, 409: Error, 413: Error, 422: Error})
 async def create_user(req, res, ctx):
     """Create a user: 201 with the user, 409 if the email is taken."""
     new = read(req, decode_new_user)
@@ -78,6 +95,7 @@ async def create_user(req, res, ctx):
     send(res, user, 201)
 
 
+@documented(body=UserPatch, responses={200: User, 400: Error, 404: Error, 409: Error, 413: Error, 422: Error})
 async def update_user(req, res, ctx):
     """Change the fields given, leave the rest."""
     user_id = _user_id(req)
@@ -92,6 +110,7 @@ async def update_user(req, res, ctx):
     send(res, user)
 
 
+@documented(responses={204: None, 404: Error})
 async def delete_user(req, res, ctx):
     """Delete a user: 204, or 404 if there was none."""
     if await ctx.peek(DB).execute(DELETE_USER, _user_id(req)) == "DELETE 0":

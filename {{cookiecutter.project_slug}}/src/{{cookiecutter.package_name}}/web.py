@@ -6,6 +6,7 @@ import logging
 import re
 import traceback
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -13,6 +14,8 @@ import msgspec
 from heaven import Router
 from heaven.constants import DEFAULT
 from heaven.router import Routes
+
+from .logs import log_request
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,11 +57,11 @@ def read(req, decode: Callable[[bytes], T]) -> T:
         raise HTTPError(422, "invalid", message, _field(message)) from None
     except msgspec.DecodeError as exc:
         raise HTTPError(400, "malformed_json", str(exc)) from None
+    except UnicodeDecodeError as exc:  # msgspec raises this, not DecodeError, for a string that is not UTF-8
+        raise HTTPError(400, "malformed_json", f"JSON is malformed: {exc.reason} (byte {exc.start})") from None
 
 
 def query_int(req, name: str, default: int, minimum: int, maximum: int) -> int:
-    except UnicodeDecodeError as exc:  # msgspec raises this, not DecodeError, for a string that is not UTF-8
-        raise HTTPError(400, "malformed_json", f"JSON is malformed: {exc.reason} (byte {exc.start})") from None
     """An integer query parameter, checked against its bounds (422 naming it when it is not)."""
     raw = _query(req).get(name)
     if raw is None:
@@ -91,15 +94,17 @@ class App(Router):
     - An exception escaping a handler becomes a JSON error: its own status for an HTTPError, 500
       for anything else, logged with its traceback and sent to the client only in debug.
     - 404, 405 and 413 answered by Heaven's router are JSON as well.
+    - With `access_log`, each request a handler answers is logged as one JSON line (logs.py).
     """
 
-    def __init__(self, *, debug: bool = False, max_body_size: int | None = None) -> None:
+    def __init__(self, *, debug: bool = False, max_body_size: int | None = None, access_log: bool = True) -> None:
         super().__init__(debug=debug, max_body_size=max_body_size)
+        self._access_log = access_log
         self.subdomains[DEFAULT] = _JSONRoutes()
 
     def abettor(self, method, route, handler, *args, **kwargs):
         if inspect.iscoroutinefunction(handler):
-            handler = _answering_errors(handler, self._debug)
+            handler = _answering_errors(handler, self._debug, route if self._access_log else None)
         return super().abettor(method, route, handler, *args, **kwargs)
 
     async def __call__(self, scope, receive, send):
@@ -130,9 +135,10 @@ async def _run_all(hooks, app) -> None:
         await hooks.popleft()(app)
 
 
-def _answering_errors(handler, debug: bool):
+def _answering_errors(handler, debug: bool, logged_route: str | None):
     @functools.wraps(handler)
     async def answering_errors(req, res, ctx):
+        started = perf_counter()
         try:
             await handler(req, res, ctx)
         except HTTPError as exc:
@@ -143,6 +149,8 @@ def _answering_errors(handler, debug: bool):
             if debug:
                 error["traceback"] = traceback.format_exception(exc)
             send(res, error, 500)
+        if logged_route is not None:
+            log_request(req, res, logged_route, started)
 
     return answering_errors
 

@@ -1,0 +1,70 @@
+"""/docs/openapi.json describes every route with the Structs its handler reads and answers; /docs shows it."""
+
+import msgspec
+
+from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.docs import openapi
+from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.users import NewUser, User, UserPatch
+
+
+def schema_of(struct) -> dict:
+    _, components = msgspec.json.schema_components([struct], ref_template="#/components/schemas/{name}")
+    return components[struct.__name__]
+
+
+async def test_every_route_is_in_the_document(client):
+    response = await client.get("/docs/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    document = response.json()
+    assert document["openapi"].startswith("3.1")
+    operations = {(method.upper(), path) for path, methods in document["paths"].items() for method in methods}
+    assert operations == {
+        ("GET", "/users"),
+        ("POST", "/users"),
+        ("GET", "/users/{id}"),
+        ("PATCH", "/users/{id}"),
+        ("DELETE", "/users/{id}"),
+        ("GET", "/health"),
+    }
+
+
+async def test_bodies_and_answers_are_the_structs_schemas(client):
+    document = (await client.get("/docs/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    for struct in (User, NewUser, UserPatch):
+        assert schemas[struct.__name__] == schema_of(struct)
+
+    def body(path, method):
+        return document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+
+    def answer(path, method, status):
+        return document["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+
+    assert body("/users", "post") == {"$ref": "#/components/schemas/NewUser"}
+    assert answer("/users", "post", "201") == {"$ref": "#/components/schemas/User"}
+    assert answer("/users", "get", "200") == {"type": "array", "items": {"$ref": "#/components/schemas/User"}}
+    assert body("/users/{id}", "patch") == {"$ref": "#/components/schemas/UserPatch"}
+    assert answer("/users/{id}", "get", "404") == {"$ref": "#/components/schemas/Error"}
+    assert "content" not in document["paths"]["/users/{id}"]["delete"]["responses"]["204"]
+    parameters = {p["name"]: p for p in document["paths"]["/users"]["get"]["parameters"]}
+    assert parameters["limit"]["schema"]["maximum"] == 100
+    assert parameters["limit"]["in"] == "query"
+
+
+def test_every_handler_says_what_it_answers():
+    # A route added without @documented would be listed with nothing but 500 and 503.
+    document = openapi(create_app(Settings()))  # builds the routes; connects to nothing
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            assert set(operation["responses"]) - {"500", "503"}, f"{method.upper()} {path} is not @documented"
+
+
+async def test_the_page_needs_nothing_from_elsewhere(client):
+    response = await client.get("/docs")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert "/users" in page and "NewUser" in page
+    assert 'src="http' not in page and 'href="http' not in page
