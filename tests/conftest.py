@@ -102,6 +102,13 @@ def new_database(postgres_url):
     return new_database
 
 
+def needs(binary: str | None, package: str):
+    """Skip where a Debian package is missing on a developer's machine; in CI (which installs it), fail instead."""
+    return pytest.mark.skipif(
+        binary is None and not os.environ.get("CI"), reason=f"needs Debian's {package} (.ci/run installs it)"
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

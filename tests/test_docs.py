@@ -7,6 +7,7 @@ import sys
 
 import httpx
 import pytest
+from conftest import needs
 from openapi_spec_validator import validate
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -57,7 +58,7 @@ def test_the_openapi_document_is_valid_and_carries_the_structs(running):
     assert post["responses"]["409"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+@needs(CHROMIUM, "chromium")
 def test_a_headless_browser_sees_the_users_routes_on_docs(running, tmp_path):
     result = subprocess.run(
         [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", f"{running.url}/docs"],

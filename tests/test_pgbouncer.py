@@ -15,11 +15,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
-import pytest
-from conftest import free_port
+from conftest import free_port, needs
 
 PGBOUNCER = shutil.which("pgbouncer") or shutil.which("/usr/sbin/pgbouncer")
-pytestmark = pytest.mark.skipif(PGBOUNCER is None, reason="needs Debian's pgbouncer (.ci/run installs it)")
+pytestmark = needs(PGBOUNCER, "pgbouncer")
 
 
 @contextlib.contextmanager
