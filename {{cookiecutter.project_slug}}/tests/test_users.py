@@ -46,7 +46,9 @@ async def test_list_defaults_to_20_and_caps_limit_at_100(client, conn):
     assert response.json()["field"] == "limit"
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=abc", "limit=-5", "after=-1", "after=x", "after=1e3"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=abc", "limit=-5", "limit=5_0", "limit=%2B5", "after=-1", "after=x", "after=1.5"]
+)
 async def test_bad_query_values_are_422_naming_the_parameter(client, query):
     response = await client.get(f"/users?{query}")
     assert response.status_code == 422

@@ -9,7 +9,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from .docs import Error, documented
 from .postgres import DB
-from .web import HTTPError, query_int, read, send
+from .web import HTTPError, read, read_query, send
 
 MAX_ID = 2**63 - 1  # ids are bigint; a larger one can name no row
 # No whitespace or control characters (Postgres text cannot hold NUL), one @, a dot in the domain.
@@ -45,7 +45,7 @@ class UserPatch(Struct, forbid_unknown_fields=True):
 
 
 class UserPage(Struct):
-    """The query of GET /users, for the docs; list_users reads it with query_int."""
+    """The query of GET /users: a page of users in id order."""
 
     limit: Annotated[int, Meta(ge=1, le=100, description="users per page")] = 20
     after: Annotated[int, Meta(ge=0, le=MAX_ID, description="the last id of the previous page")] = 0
@@ -69,9 +69,8 @@ DELETE_USER = "DELETE FROM users WHERE id = $1"
 @documented(query=UserPage, responses={200: list[User], 422: Error})
 async def list_users(req, res, ctx):
     """Users in id order, a page at a time: pass the last id you saw as `after` for the next page."""
-    limit = query_int(req, "limit", default=20, minimum=1, maximum=100)
-    after = query_int(req, "after", default=0, minimum=0, maximum=MAX_ID)
-    send(res, await ctx.peek(DB).fetch(SELECT_USERS, after, limit, bind=User))
+    page = read_query(req, UserPage)
+    send(res, await ctx.peek(DB).fetch(SELECT_USERS, page.after, page.limit, bind=User))
 
 
 @documented(responses={200: User, 404: Error})

@@ -53,31 +53,30 @@ def read(req, decode: Callable[[bytes], T]) -> T:
     try:
         return decode(req.body)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: keep it first
-        message = str(exc)
-        raise HTTPError(422, "invalid", message, _field(message)) from None
+        raise _invalid(exc) from None
     except msgspec.DecodeError as exc:
         raise HTTPError(400, "malformed_json", str(exc)) from None
     except UnicodeDecodeError as exc:  # msgspec raises this, not DecodeError, for a string that is not UTF-8
         raise HTTPError(400, "malformed_json", f"JSON is malformed: {exc.reason} (byte {exc.start})") from None
 
 
-def query_int(req, name: str, default: int, minimum: int, maximum: int) -> int:
-    """An integer query parameter, checked against its bounds (422 naming it when it is not)."""
-    raw = _query(req).get(name)
-    if raw is None:
-        return default
+def read_query(req, struct: type[T]) -> T:
+    """The query string as a `struct` (values read as its fields' types, bounds checked): 422 naming the field."""
+    # Not Heaven's req.queries, which keeps a value its hint cannot read as a string, silently.
+    raw = req.querystring.decode("latin-1")
+    if "%" in raw or "+" in raw:
+        query = dict(parse_qsl(raw))
+    else:  # the usual `limit=20&after=40`, split three times faster than parse_qsl does it
+        query = {key: value for key, _, value in (pair.partition("=") for pair in raw.split("&")) if key}
     try:
-        value = int(raw)
-    except ValueError:
-        raise HTTPError(422, "invalid", f"{name} must be an integer", name) from None
-    if not minimum <= value <= maximum:
-        raise HTTPError(422, "invalid", f"{name} must be between {minimum} and {maximum}", name)
-    return value
+        return msgspec.convert(query, struct, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc) from None
 
 
-def _query(req) -> dict[str, str]:
-    # Parsed here rather than with req.queries, which keeps an unparsable hint as a string silently.
-    return dict(parse_qsl(req._scope.get("query_string", b"").decode("latin-1")))
+def _invalid(exc: msgspec.ValidationError) -> HTTPError:
+    message = str(exc)
+    return HTTPError(422, "invalid", message, _field(message))
 
 
 def _field(message: str) -> str | None:
