@@ -1,0 +1,86 @@
+"""The harness's environment: its venv, wrk, and a fresh bake of the template installed into the venv.
+
+Stdlib only: this runs before the venv exists.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+TEMPLATE = BENCH.parent
+WORK = BENCH / ".work"
+VENV = BENCH / ".venv"
+REQUIREMENTS = BENCH / "requirements.txt"
+SLUG, PACKAGE = "heaven-service", "heaven_service"  # the cookiecutter defaults
+
+
+def venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def ensure_venv() -> Path:
+    """bench/.venv with requirements.txt installed; reinstalled only when that file changes."""
+    stamp = VENV / ".requirements.sha256"
+    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    if venv_python().exists() and stamp.exists() and stamp.read_text() == wanted:
+        return venv_python()
+    print(f"bench: creating {VENV} (once; a minute or two)", flush=True)
+    venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    pip("install", "--upgrade", "pip", timeout=300)
+    pip("install", "-r", str(REQUIREMENTS), timeout=900)
+    stamp.write_text(wanted)
+    return venv_python()
+
+
+def pip(*args: str, timeout: float, python: Path | None = None) -> None:
+    # -qq: errors only; a pip.conf with find-links that do not exist here would warn on every run.
+    subprocess.run(
+        [str(python or venv_python()), "-m", "pip", "-qq", "--disable-pip-version-check", *args],
+        check=True,
+        timeout=timeout,
+    )
+
+
+def bake_and_install(python: Path) -> Path:
+    """Bake the template's defaults into .work/ and install that project, with its dependencies, for `python`."""
+    out = WORK / "bake"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    subprocess.run(
+        [str(python), "-m", "cookiecutter", "--no-input", str(TEMPLATE), "-o", str(out)],
+        check=True,
+        timeout=120,
+        stdout=subprocess.DEVNULL,
+    )
+    project = out / SLUG
+    # --no-build-isolation uses the venv's hatchling instead of fetching one per run; the baked
+    # project's own dependencies still come from its pyproject.toml. The first install replaces
+    # the previous bake, the second adds any dependency it lacks.
+    pip("install", "--no-build-isolation", "--force-reinstall", "--no-deps", str(project), timeout=300, python=python)
+    pip("install", "--no-build-isolation", str(project), timeout=600, python=python)
+    return project
+
+
+def ensure_wrk() -> str:
+    """The path of wrk, installed from Debian's packages when it is missing and we may."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise SystemExit("bench: wrk is not installed; `apt-get install wrk` (Debian/Ubuntu) and run again")
+    print("bench: installing wrk with apt-get", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=300, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "wrk"], check=True, timeout=300, env=env, stdout=subprocess.DEVNULL
+    )
+    return shutil.which("wrk") or "/usr/bin/wrk"
+
+
+def in_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()

@@ -1,0 +1,202 @@
+"""results.json as people read it: results.md (tables) and chart.png (the headline at a glance)."""
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import micro_bind
+
+matplotlib.use("Agg")  # no display on a server or in CI; before any figure exists
+
+COLORS = {
+    "baked": "#d62728",
+    "heaven_minimal": "#ff9896",
+    "raw": "#7f7f7f",
+    "fastapi_asyncpg": "#1f77b4",
+    "fastapi_sqlalchemy": "#aec7e8",
+}
+
+
+def write(results: dict, out: Path) -> None:
+    (out / "results.md").write_text(markdown(results))
+    chart(results, out / "chart.png")
+
+
+def cell(results: dict, contender: str, endpoint: str, connections: int) -> dict | None:
+    return next(
+        (
+            s
+            for s in results["summary"]
+            if (s["contender"], s["endpoint"], s["connections"]) == (contender, endpoint, connections)
+        ),
+        None,
+    )
+
+
+def headline(results: dict) -> tuple[str, int]:
+    return results["config"]["headline"]["endpoint"], results["config"]["headline"]["connections"]
+
+
+def ratios_text(results: dict) -> str:
+    """The baked service and every other contender against the floor, in the headline cell."""
+    endpoint, connections = headline(results)
+    floor = cell(results, "raw", endpoint, connections)
+    if floor is None:
+        return "bench: the headline cell was not measured"
+    path = results["config"]["endpoints"][endpoint]
+    lines = [f"against the raw ASGI floor, GET {path} at {connections} connections:"]
+    for name, label in results["contenders"].items():
+        s = cell(results, name, endpoint, connections)
+        if s:
+            lines.append(
+                f"  {label:<22} {s['rps']['median'] / floor['rps']['median']:5.2f}x the floor's rps, "
+                f"{s['cpu_us_per_request']['median'] / floor['cpu_us_per_request']['median']:5.2f}x its CPU "
+                "per request"
+            )
+    return "\n".join(lines)
+
+
+def fmt(spread: dict, digits: int = 0) -> str:
+    return f"{spread['median']:,.{digits}f} ({spread['min']:,.{digits}f}-{spread['max']:,.{digits}f})"
+
+
+def ratio(top: dict | None, bottom: dict | None, metric: str) -> str:
+    if top is None or bottom is None or top is bottom:
+        return "—"
+    return f"{top[metric]['median'] / bottom[metric]['median']:.2f}x"
+
+
+def markdown(results: dict) -> str:
+    config, machine, labels = results["config"], results["machine"], results["contenders"]
+    endpoint, connections = headline(results)
+    baked = cell(results, "baked", endpoint, connections)
+    floor = cell(results, "raw", endpoint, connections)
+    out = [
+        "# Benchmark results",
+        "",
+        f"{machine['date']} · {machine['cpu']}, {machine['cores']} cores · Python {machine['python']} · "
+        f"{machine['wrk']} · {machine['postgres']} (Postgres 16)",
+        "",
+        f"{config['rounds']} round(s) of {config['seconds_per_run']:g} s per cell, order rotated each round; medians "
+        f"with min-max. One uvicorn worker (uvloop, httptools, no access log) on core {config['server_core']}; "
+        f"wrk (1 thread) and Postgres on core {config['load_core']}; pool size {config['pool_size']} for every "
+        f"contender; {config['rows']:,} rows. CPU is the server process's user+system time per request.",
+        "",
+        f"Answers byte-identical across contenders: **{'yes' if results['agreement']['identical'] else 'NO'}**. "
+        f"Errors (non-2xx or socket) in any run: **{results['errors']}**.",
+        "",
+        f"## Headline: GET {config['endpoints'][endpoint]} at {connections} connections",
+        "",
+        "| contender | requests/s | p50 ms | p99 ms | CPU \u00b5s/request | baked vs it: rps | baked vs it: CPU "
+        "| vs floor: rps | vs floor: CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, label in labels.items():
+        s = cell(results, name, endpoint, connections)
+        if s is None:
+            continue
+        out.append(
+            f"| {label} | {fmt(s['rps'])} | {fmt(s['p50_ms'], 2)} | {fmt(s['p99_ms'], 2)} | "
+            f"{fmt(s['cpu_us_per_request'])} | {ratio(baked, s, 'rps')} | {ratio(s, baked, 'cpu_us_per_request')} | "
+            f"{ratio(s, floor, 'rps')} | {ratio(s, floor, 'cpu_us_per_request')} |"
+        )
+    out += [
+        "",
+        '"baked vs it" above 1 means the baked service is better (more requests per second, less CPU per '
+        "request). \"vs floor\" is the contender's figure over the raw ASGI app's.",
+        "",
+        "## Every cell",
+        "",
+        "| endpoint | conns | contender | requests/s | p50 ms | p99 ms | CPU \u00b5s/request | errors |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for s in sorted(
+        results["summary"],
+        key=lambda s: (
+            list(config["endpoints"]).index(s["endpoint"]),
+            s["connections"],
+            list(labels).index(s["contender"]),
+        ),
+    ):
+        out.append(
+            f"| {s['endpoint']} | {s['connections']} | {labels[s['contender']]} | {fmt(s['rps'])} | "
+            f"{fmt(s['p50_ms'], 2)} | {fmt(s['p99_ms'], 2)} | {fmt(s['cpu_us_per_request'])} | "
+            f"{s['errors']} |"
+        )
+    cold = results["cold_start_seconds"]
+    out += [
+        "",
+        "## Cold start",
+        "",
+        f"Process start to the first 200 on `{cold['path']}` ({labels[cold['contender']]}, uvicorn, "
+        f"{len(cold['each'])} starts): median {cold['median'] * 1000:.0f} ms "
+        f"({cold['min'] * 1000:.0f}-{cold['max'] * 1000:.0f} ms).",
+        "",
+        "## Rows to Structs (bind), CPU only, median",
+        "",
+        micro_bind.table(results["micro_bind_ms"]),
+        "",
+        "## Versions",
+        "",
+        ", ".join(f"{name} {version}" for name, version in machine["packages"].items()) + ".",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def chart(results: dict, path: Path) -> None:
+    config, labels = results["config"], results["contenders"]
+    endpoint, connections = headline(results)
+    names = [name for name in labels if cell(results, name, endpoint, connections)]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": [1, 1, 1.5]})
+    fig.suptitle(
+        f"GET {config['endpoints'][endpoint]}, {connections} connections, one uvicorn worker on one core "
+        f"(median of {config['rounds']} rounds; bars show min-max)",
+        fontsize=12,
+    )
+
+    for ax, metric, title, better in (
+        (axes[0], "rps", "requests per second", "higher is better"),
+        (axes[1], "cpu_us_per_request", "server CPU \u00b5s per request", "lower is better"),
+    ):
+        cells = [cell(results, name, endpoint, connections)[metric] for name in names]
+        medians = [c["median"] for c in cells]
+        errors = [
+            [m - c["min"] for m, c in zip(medians, cells, strict=True)],
+            [c["max"] - m for m, c in zip(medians, cells, strict=True)],
+        ]
+        y = range(len(names))
+        ax.barh(y, medians, xerr=errors, color=[COLORS.get(n, "#999") for n in names], capsize=3)
+        ax.set_yticks(list(y), [labels[n] for n in names])
+        ax.invert_yaxis()
+        ax.set_title(f"{title} ({better})", fontsize=11)
+        for i, (median, c) in enumerate(zip(medians, cells, strict=True)):
+            ax.text(c["max"], i, f"  {median:,.0f}", va="center", fontsize=9)
+        ax.set_xlim(0, max(c["max"] for c in cells) * 1.25)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[1].set_yticklabels([])
+
+    # Right: requests per second on every endpoint at the headline's connection count.
+    ax = axes[2]
+    endpoints = [e for e in config["endpoints"] if cell(results, "baked", e, connections)]
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        values = [cell(results, name, e, connections)["rps"]["median"] for e in endpoints]
+        ax.bar(
+            [x + i * width for x in range(len(endpoints))],
+            values,
+            width,
+            label=labels[name],
+            color=COLORS.get(name, "#999"),
+        )
+    ax.set_xticks(
+        [x + width * (len(names) - 1) / 2 for x in range(len(endpoints))],
+        [config["endpoints"][e] for e in endpoints],
+        fontsize=9,
+    )
+    ax.set_title(f"requests per second by endpoint, {connections} connections", fontsize=11)
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,306 @@
+"""The benchmark: the baked service against minimal Heaven, raw ASGI, FastAPI + asyncpg and FastAPI + SQLAlchemy.
+
+    python bench/run.py            # full: every cell, several rounds (about 12 minutes)
+    python bench/run.py --smoke    # seconds per contender, one round, two cells
+
+It creates bench/.venv the first time, bakes and installs the template's default project, starts
+one Postgres, then serves each contender as one uvicorn worker pinned to core 1 while wrk and
+Postgres share core 0. Each contender must answer byte-identical JSON before it is timed, and a
+run with any error counts as a failure, not as a fast run. Results go to bench/results/.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import importlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import prepare
+
+SERVER_CORE, LOAD_CORE = 1, 0
+POOL_SIZE = 10
+ENDPOINTS = {
+    "limit=1": "/users?limit=1",
+    "limit=20": "/users?limit=20",
+    "limit=100": "/users?limit=100",
+    "by id": "/users/4242",
+}
+CONNECTIONS = (1, 32, 128)
+SMOKE_CELLS = (("limit=20", 32), ("by id", 1))
+# Compared byte for byte before any timing: the timed paths, plus a page near the end and the last row.
+AGREEMENT_PATHS = (*ENDPOINTS.values(), "/users?limit=7&after=9995", "/users/10000")
+HEADLINE = ("limit=20", 32)  # the cell the targets are stated for
+
+
+def main() -> int:
+    args = parse_args()
+    if not (args.here or prepare.in_venv()):
+        python = prepare.ensure_venv()
+        os.execv(python, [str(python), __file__, *sys.argv[1:]])
+
+    # Only now, inside the venv, can the rest of the harness be imported.
+    import contenders
+    import database
+    import load
+    import micro_bind
+    import report
+
+    started = time.perf_counter()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-"))
+    wrk_path = prepare.ensure_wrk()
+    project = prepare.bake_and_install(Path(sys.executable))
+    importlib.invalidate_caches()
+    migrate = importlib.import_module(f"{prepare.PACKAGE}.migrate").migrate
+    print(f"bench: baked {project}", flush=True)
+
+    dsn = database.prepare(prepare.WORK / "pgdata", LOAD_CORE, migrate)
+    script = load.write_script(scratch)
+    rounds = 1 if args.smoke else args.rounds
+    duration = 1 if args.smoke else args.duration
+    warmup = 1 if args.smoke else args.warmup
+    cells = SMOKE_CELLS if args.smoke else [(e, c) for e in ENDPOINTS for c in CONNECTIONS]
+    if args.cell:
+        cells = [(endpoint, int(connections)) for endpoint, _, connections in (c.rpartition("@") for c in args.cell)]
+    chosen = [c for c in contenders.CONTENDERS if not args.only or c.name in args.only.split(",")]
+
+    answers: dict[str, dict[str, str]] = {}
+    bodies: dict[str, dict[str, bytes]] = {}
+    runs = []
+    for round_ in range(rounds):
+        # Rotate the order every round so that no contender always runs first (cold caches) or last.
+        shift = round_ % len(chosen)
+        order = chosen[shift:] + chosen[:shift]
+        for contender in order:
+            env = {**os.environ, **contender.env(dsn, POOL_SIZE)}
+            with start_server(contender, env, scratch) as server:
+                server.wait_ready(ENDPOINTS["by id"])
+                bodies[contender.name] = {path: fetch_ok(server, path) for path in AGREEMENT_PATHS}
+                answers[contender.name] = {path: sha256(body) for path, body in bodies[contender.name].items()}
+                for endpoint in dict(cells):
+                    load.wrk(wrk_path, server.url(ENDPOINTS[endpoint]), 32, warmup, LOAD_CORE, script)
+                for endpoint, connections in cells:
+                    run = load.measure(
+                        wrk_path, server.url(ENDPOINTS[endpoint]), connections, duration, LOAD_CORE, script, server.pid
+                    )
+                    runs.append(
+                        {
+                            "round": round_,
+                            "contender": contender.name,
+                            "endpoint": endpoint,
+                            "connections": connections,
+                            **run.to_json(),
+                        }
+                    )
+                    flag = f"  ERRORS {run.error_kinds}" if run.errors else ""
+                    print(
+                        f"round {round_ + 1}/{rounds} {contender.name:<19} {endpoint:<9} c={connections:<3} "
+                        f"{run.rps:>8.0f} rps  p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms  "
+                        f"{run.cpu_us_per_request:6.0f} \u00b5s CPU/req{flag}",
+                        flush=True,
+                    )
+
+    agreement = agree(bodies, contenders.BAKED.name)
+    cold = cold_start(
+        contenders.BAKED, {**os.environ, **contenders.BAKED.env(dsn, POOL_SIZE)}, scratch, times=1 if args.smoke else 5
+    )
+    micro = asyncio.run(
+        micro_bind.measure(dsn, sizes=(100,) if args.smoke else micro_bind.SIZES, repeat=3 if args.smoke else 25)
+    )
+    summary = summarize(runs)
+    results = {
+        "machine": machine(wrk_path),
+        "config": {
+            "smoke": args.smoke,
+            "rounds": rounds,
+            "seconds_per_run": duration,
+            "warmup_seconds": warmup,
+            "pool_size": POOL_SIZE,
+            "server_core": SERVER_CORE,
+            "load_core": LOAD_CORE,
+            "rows": database.ROWS,
+            "endpoints": ENDPOINTS,
+            "headline": {"endpoint": HEADLINE[0], "connections": HEADLINE[1]},
+        },
+        "contenders": {c.name: c.label for c in chosen},
+        "agreement": {"identical": not agreement, "mismatches": agreement, "sha256": answers},
+        "runs": runs,
+        "summary": summary,
+        "ratios": ratios(summary, contenders),
+        "cold_start_seconds": cold,
+        "micro_bind_ms": micro,
+        "errors": sum(run["errors"] for run in runs),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    report.write(results, out)
+    print(report.ratios_text(results))
+    print(f"bench: wrote {out}/results.json, results.md, chart.png in {results['wall_seconds']} s")
+    if agreement:
+        print(f"bench: FAILED, answers differ: {agreement}", file=sys.stderr)
+    if results["errors"]:
+        print(f"bench: FAILED, {results['errors']} errors: those runs are invalid", file=sys.stderr)
+    return 1 if agreement or results["errors"] else 0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds per contender: checks, not figures")
+    parser.add_argument("--out", default=str(prepare.BENCH / "results"), help="where results go (bench/results)")
+    parser.add_argument("--rounds", type=int, default=3)
+    # wrk takes whole seconds.
+    parser.add_argument("--duration", type=int, default=3, help="seconds per timed run")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of load per endpoint before timing")
+    parser.add_argument("--only", help="comma-separated contenders, e.g. baked,heaven_minimal (default: all)")
+    parser.add_argument("--cell", action="append", help="ENDPOINT@CONNECTIONS, e.g. 'limit=20@32'; repeatable")
+    parser.add_argument("--here", action="store_true", help="use this interpreter instead of bench/.venv")
+    return parser.parse_args()
+
+
+def start_server(contender, env: dict, scratch: Path):
+    from servers import Server
+
+    return Server(contender, free_port(), SERVER_CORE, env, scratch)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fetch_ok(server, path: str) -> bytes:
+    status, body = server.get(path)
+    if status != 200:
+        raise RuntimeError(f"{server.contender.name} answered {status} to GET {path}: {body[:200]!r}")
+    return body
+
+
+def sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def agree(bodies: dict[str, dict[str, bytes]], reference: str) -> list[dict]:
+    """Where a contender's bytes differ from the reference's: path, offset and a few bytes either side."""
+    mismatches = []
+    reference = reference if reference in bodies else next(iter(bodies))
+    for name, answers in bodies.items():
+        for path, body in answers.items():
+            expected = bodies[reference][path]
+            if body != expected:
+                at = next(
+                    (i for i, (a, b) in enumerate(zip(body, expected, strict=False)) if a != b),
+                    min(len(body), len(expected)),
+                )
+                mismatches.append(
+                    {
+                        "contender": name,
+                        "path": path,
+                        "offset": at,
+                        "got": body[max(0, at - 20) : at + 20].decode(errors="replace"),
+                        "expected": expected[max(0, at - 20) : at + 20].decode(errors="replace"),
+                    }
+                )
+    return mismatches
+
+
+def cold_start(contender, env: dict, scratch: Path, times: int) -> dict:
+    """Seconds from process start to the first 200 on /health, `times` times."""
+    seconds = []
+    for _ in range(times):
+        with start_server(contender, env, scratch) as server:
+            seconds.append(round(server.wait_ready("/health"), 3))
+    return {"path": "/health", "contender": contender.name, **spread(seconds), "each": seconds}
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 3), "min": min(values), "max": max(values)}
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Per contender, endpoint and connection count: the median of the rounds, with min and max."""
+    cells: dict[tuple, list[dict]] = {}
+    for run in runs:
+        cells.setdefault((run["contender"], run["endpoint"], run["connections"]), []).append(run)
+    return [
+        {
+            "contender": contender,
+            "endpoint": endpoint,
+            "connections": connections,
+            "rounds": len(group),
+            "errors": sum(r["errors"] for r in group),
+            **{
+                metric: spread([r[metric] for r in group])
+                for metric in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
+            },
+        }
+        for (contender, endpoint, connections), group in cells.items()
+    ]
+
+
+def ratios(summary: list[dict], contenders) -> dict:
+    """The baked service against each other contender in every cell: >1 means the baked service is better.
+
+    rps: baked / other. cpu: other / baked (less CPU per request is better).
+    """
+    by = {(s["contender"], s["endpoint"], s["connections"]): s for s in summary}
+    table = {}
+    for (name, endpoint, connections), cell in by.items():
+        baked = by.get((contenders.BAKED.name, endpoint, connections))
+        if baked is None or name == contenders.BAKED.name:
+            continue
+        table.setdefault(f"{endpoint} @ {connections}", {})[name] = {
+            "rps": round(baked["rps"]["median"] / cell["rps"]["median"], 3),
+            "cpu": round(cell["cpu_us_per_request"]["median"] / baked["cpu_us_per_request"]["median"], 3),
+        }
+    return table
+
+
+def machine(wrk_path: str) -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    wrk_version = subprocess.run([wrk_path, "-v"], capture_output=True, text=True, timeout=10).stdout.split("\n")[0]
+    packages = (
+        "heaven",
+        "asyncpg",
+        "msgspec",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "fastapi",
+        "starlette",
+        "pydantic",
+        "pydantic-core",
+        "sqlalchemy",
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": " ".join(wrk_version.split()[:2]),
+        "packages": {name: metadata.version(name) for name in packages},
+        "postgres": "pgserver " + metadata.version("pgserver"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""The benchmark's smoke mode, run from the template's suite so that the harness cannot rot."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+RUN = Path(__file__).resolve().parent / "run.py"
+
+
+def test_bench_smoke_runs_and_contenders_agree(tmp_path):
+    # The first run also creates bench/.venv (a minute or so); later runs take about 30 s.
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["agreement"]["identical"], results["agreement"]["mismatches"]
+    assert len(set(results["contenders"])) == 5
+    assert {run["contender"] for run in results["runs"]} == set(results["contenders"])
+    assert all(run["requests"] > 0 and run["errors"] == 0 for run in results["runs"]), results["runs"]
+    assert (tmp_path / "results.md").exists() and (tmp_path / "chart.png").stat().st_size > 0
