@@ -1,5 +1,8 @@
 """The Postgres plugin against a real server: binding, transactions, the context, failing to start."""
 
+import asyncio
+import time
+
 import asyncpg
 import msgspec
 import pytest
@@ -117,5 +120,19 @@ async def test_a_slow_query_is_cut_off_by_query_timeout(migrated):
         with pytest.raises(DatabaseUnavailable):
             await db.fetchval("SELECT pg_sleep(5)")
         assert await db.fetchval("SELECT 1") == 1  # and the pool still works
+    finally:
+        await db.shutdown()
+
+
+async def test_requests_beyond_a_full_pool_wait_at_most_acquire_timeout(migrated):
+    db = Postgres(migrated, min_size=1, max_size=2, acquire_timeout=0.3)
+    await db.startup()
+    try:
+        started = time.monotonic()
+        sleeps = (db.fetchval("SELECT pg_sleep(1)") for _ in range(6))
+        results = await asyncio.gather(*sleeps, return_exceptions=True)
+        assert [r for r in results if not isinstance(r, DatabaseUnavailable)] == [None, None]
+        assert time.monotonic() - started < 1.8  # the four refused did not wait for the sleeps
+        assert await db.fetchval("SELECT 1") == 1  # and the pool is whole again
     finally:
         await db.shutdown()

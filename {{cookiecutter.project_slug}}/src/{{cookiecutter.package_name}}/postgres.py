@@ -108,7 +108,7 @@ class Postgres:
         }
         self._acquire_timeout = acquire_timeout
         self._max_size = max_size
-        self._borrowed = 0  # connections this plugin holds; the pool's own count costs a loop to read
+        self._borrowed = 0  # connections held or awaited through this plugin; the pool's own count is a loop
         self._query_timeout = query_timeout
 
     def install(self, app) -> None:
@@ -150,16 +150,20 @@ class Postgres:
             raise DatabaseUnavailable(exc) from exc
 
     async def _acquire(self) -> asyncpg.Connection:
-        if self._borrowed < self._max_size:
-            # A connection is free, so acquire() takes it without waiting (at most it connects,
-            # within connect_timeout): no timer to arm and cancel, which cost 4% of a request.
-            conn = await self.pool.acquire()
-        else:
+        free = self._borrowed < self._max_size
+        # Counted before the wait, so requests arriving meanwhile see the pool as taken.
+        self._borrowed += 1
+        try:
+            if free:
+                # A connection is idle and nobody waits, so acquire() takes it at once (at most it
+                # connects, within connect_timeout): no timer to arm and cancel, 4% of a request.
+                return await self.pool.acquire()
             # Not pool.acquire(timeout=...): asyncpg wraps that in wait_for, a new Task each time.
             async with asyncio.timeout(self._acquire_timeout):
-                conn = await self.pool.acquire()
-        self._borrowed += 1
-        return conn
+                return await self.pool.acquire()
+        except BaseException:
+            self._borrowed -= 1
+            raise
 
     async def _release(self, conn: asyncpg.Connection) -> None:
         # The pool resets the connection here (one round trip), untimed as in asyncpg's own
