@@ -98,7 +98,6 @@ class Postgres:
         statement_cache_size: int = 100,
     ) -> None:
         self.dsn, self.name = dsn, name
-        self.key: Key[Postgres] = Key(name)
         self.pool: asyncpg.Pool | None = None
         self._pool_options = {
             "min_size": min_size,

@@ -27,9 +27,6 @@ _JSON = ("Content-Type", "application/json")
 class HTTPError(Exception):
     """Raise from a handler to answer `{"error": code, "detail": ..., "field": ...}` with `status`."""
 
-    status = 500
-    code = "internal_error"
-
     def __init__(self, status: int, code: str, detail: str, field: str | None = None) -> None:
         super().__init__(detail)
         self.status, self.code, self.detail, self.field = status, code, detail, field
