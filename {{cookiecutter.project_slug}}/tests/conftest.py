@@ -3,7 +3,7 @@
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import asyncpg
 import httpx
@@ -13,6 +13,7 @@ import uvicorn
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.migrate import migrate
 from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.web import App
 
 
 @pytest.fixture(scope="session")
@@ -58,11 +59,12 @@ def settings_for(database_url: str, **overrides) -> Settings:
 @pytest.fixture(scope="session")
 async def serve() -> AsyncIterator:
     """`await serve(database_url, **settings)` runs the app under uvicorn on a free port and
-    returns its URL; every server started is stopped when the session ends."""
+    returns its URL; every server started is stopped when the session ends. `serve(app=app)`
+    runs an app a test has built itself."""
     running = []
 
-    async def serve(database_url: str, **overrides) -> str:
-        app = create_app(settings_for(database_url, **overrides))
+    async def serve(database_url: str | None = None, *, app: App | None = None, **overrides) -> str:
+        app = app or create_app(settings_for(database_url, **overrides))
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
         task = asyncio.create_task(server.serve())
         running.append((server, task))
@@ -76,6 +78,12 @@ async def serve() -> AsyncIterator:
     for server, task in running:
         server.should_exit = True
         await task
+
+
+@pytest.fixture
+def new_app(migrated) -> Callable[..., App]:
+    """`new_app(**settings)`: an app of the test database, for a test to add routes and hooks to."""
+    return lambda **overrides: create_app(settings_for(migrated, **overrides))
 
 
 @pytest.fixture(scope="session")

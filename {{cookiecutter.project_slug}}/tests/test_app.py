@@ -1,4 +1,5 @@
-"""The app as uvicorn runs it: refuses to start without its database, and says why in one line."""
+"""The app as uvicorn runs it: refuses to start without its database, and says why in one line;
+runs the hooks added to it, with the database on their context."""
 
 import os
 import subprocess
@@ -6,7 +7,12 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+from heaven.constants import DEFAULT
+
 import {{ cookiecutter.package_name }}
+from {{ cookiecutter.package_name }}.postgres import DB
+from {{ cookiecutter.package_name }}.web import send
 
 # Where the package is imported from, so the child finds it whether installed or not.
 SOURCE = str(Path({{ cookiecutter.package_name }}.__file__).parents[1])
@@ -33,3 +39,49 @@ def test_uvicorn_exits_fast_when_postgres_is_unreachable(closed_port, tmp_path):
     assert time.monotonic() - started < 3 + 5
     assert f"cannot connect to Postgres at 127.0.0.1:{closed_port}/appdb" in output
     assert "hunter2" not in output
+
+
+async def test_hooks_run_in_order_and_see_the_database(new_app, serve):
+    app = new_app()
+    seen = []
+
+    def outermost(req, res, ctx):
+        seen.append(("BEFORE /*", ctx.peek(DB) is app.peek(DB.name)))
+
+    async def inner(req, res, ctx):
+        seen.append(("BEFORE /probe/*", await ctx.peek(DB).fetchval("SELECT 6 * 7")))
+
+    async def handler(req, res, ctx):
+        seen.append(("handler", req.params["name"]))
+        send(res, {"hello": req.params["name"]})
+
+    def after(req, res, ctx):
+        seen.append(("AFTER /*", res.status))
+        res.header("X-Hooked", "yes")
+
+    app.BEFORE("/*", outermost)
+    app.BEFORE("/probe/*", inner)
+    app.GET("/probe/:name", handler)
+    app.AFTER("/*", after)
+    async with httpx.AsyncClient(base_url=await serve(app=app)) as client:
+        response = await client.get("/probe/ada")
+        refused = await client.get("/users?limit=0")  # a route without hooks of its own
+    assert response.status_code == 200, response.text
+    assert response.json() == {"hello": "ada"}
+    assert response.headers["X-Hooked"] == "yes"
+    assert seen[:4] == [("BEFORE /*", True), ("BEFORE /probe/*", 42), ("handler", "ada"), ("AFTER /*", 200)]
+    assert refused.status_code == 422 and refused.headers["X-Hooked"] == "yes"
+    assert seen[4:] == [("BEFORE /*", True), ("AFTER /*", 422)]
+
+
+async def test_without_hooks_the_context_still_has_the_database(new_app, serve):
+    app = new_app()
+    assert not app.subdomains[DEFAULT].befores  # the plugin provides itself without a hook
+
+    async def handler(req, res, ctx):
+        send(res, {"same": ctx.peek(DB) is ctx.{{ cookiecutter.context_name }} is app.peek(DB.name)})
+
+    app.GET("/probe", handler)
+    async with httpx.AsyncClient(base_url=await serve(app=app)) as client:
+        response = await client.get("/probe")
+    assert response.json() == {"same": True}

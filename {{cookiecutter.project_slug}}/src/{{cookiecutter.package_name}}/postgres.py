@@ -111,10 +111,13 @@ class Postgres:
         self._query_timeout = query_timeout
 
     def install(self, app) -> None:
-        """Register the startup and shutdown hooks and the context injection on `app`."""
+        """Register the startup and shutdown hooks on `app` and put the plugin on every request's context."""
         app.ON("startup", self.startup)
         app.ON("shutdown", self.shutdown)
         app.keep(self.name, self)
+        if hasattr(app, "provide"):  # this project's App: the same, without a hook on every request
+            app.provide(self.name, self)
+            return
 
         def inject(req, res, ctx):  # not async: Heaven calls a plain hook without a coroutine
             ctx.keep(self.name, self)

@@ -91,12 +91,19 @@ class App(Router):
       for anything else, logged with its traceback and sent to the client only in debug.
     - 404, 405 and 413 answered by Heaven's router are JSON as well.
     - With `access_log`, each request a handler answers is logged as one JSON line (logs.py).
+    - `provide(key, value)` puts a value on every request's context, as a `BEFORE('/*')` hook
+      would, at a fraction of a hook's cost.
     """
 
     def __init__(self, *, debug: bool = False, max_body_size: int | None = None, access_log: bool = True) -> None:
         super().__init__(debug=debug, max_body_size=max_body_size)
         self._access_log = access_log
         self.subdomains[DEFAULT] = _JSONRoutes()
+
+    def provide(self, key: str, value: Any) -> None:
+        """Keep `value` on every request's context as `key` (`ctx.peek(key)`, `ctx.<key>`), in
+        place before any BEFORE hook runs, so hooks can use it as well as handlers."""
+        self.subdomains[DEFAULT].provided[key] = value
 
     def abettor(self, method, route, handler, *args, **kwargs):
         if inspect.iscoroutinefunction(handler):
@@ -152,7 +159,22 @@ def _answering_errors(handler, debug: bool, logged_route: str | None):
 
 
 class _JSONRoutes(Routes):
-    """Heaven's route table, with its own 404, 405 and 413 answers turned into JSON."""
+    """Heaven's route table, with its own 404, 405 and 413 answers turned into JSON, and the
+    values of App.provide put on each request's context."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.provided: dict[str, Any] = {}
+
+    async def xhooks(self, hookstore, methodstore, matched, r, w, c, before=False):
+        # Heaven runs this twice a request, BEFORE hooks and AFTER hooks, and spells out every
+        # wildcard pattern of the route before it looks one up: 1 µs each time, hooks or not.
+        # Provided values instead of a BEFORE('/*') hook leave it nothing to do in most apps.
+        if before:
+            for key, value in self.provided.items():
+                c.keep(key, value)
+        if hookstore:
+            await super().xhooks(hookstore, methodstore, matched, r, w, c, before)
 
     def unmatched(self, scope, method, route, w):
         w = super().unmatched(scope, method, route, w)
