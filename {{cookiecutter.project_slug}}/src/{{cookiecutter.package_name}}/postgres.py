@@ -6,6 +6,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Sequence
 from itertools import starmap
+from operator import itemgetter
 from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
@@ -241,12 +242,14 @@ def bind_rows(rows: Sequence[asyncpg.Record], struct: type[S]) -> list[S]:
     fields, row_type = _plan(struct)
     try:
         if tuple(rows[0].keys()) == fields:
-            return list(starmap(struct, msgspec.convert(list(map(tuple, rows)), row_type)))
+            return list(starmap(struct, msgspec.convert(list(map(_values, rows)), row_type)))
         return msgspec.convert([dict(row) for row in rows], list[struct])
     except msgspec.ValidationError:
         return _explain(rows, struct)
 
 
+# A Record's values as a tuple: record[:] is twice as fast as tuple(record), which iterates.
+_values = itemgetter(slice(None))
 _plans: dict[type, tuple[tuple[str, ...], Any]] = {}
 
 
