@@ -136,3 +136,51 @@ async def test_requests_beyond_a_full_pool_wait_at_most_acquire_timeout(migrated
         assert await db.fetchval("SELECT 1") == 1  # and the pool is whole again
     finally:
         await db.shutdown()
+
+
+async def test_each_waiting_request_gets_its_own_acquire_timeout(migrated):
+    db = Postgres(migrated, min_size=1, max_size=1, acquire_timeout=0.4)
+    await db.startup()
+    try:
+        started = time.monotonic()
+
+        async def refused_after(delay: float) -> float:
+            await asyncio.sleep(delay)
+            with pytest.raises(DatabaseUnavailable):
+                await db.fetchval("SELECT 1")
+            return time.monotonic() - started
+
+        holder = asyncio.create_task(db.fetchval("SELECT pg_sleep(1.2)"))
+        await asyncio.sleep(0.05)  # the holder has the only connection
+        first, second = await asyncio.gather(refused_after(0), refused_after(0.3))
+        assert 0.4 <= first < 0.65  # its own deadline: not the holder's 1.2 s
+        assert 0.7 <= second < 0.95  # 0.3 + 0.4: neither cut short with the first nor left to wait
+        await holder
+        # A request that waits less than the timeout gets the connection, and keeps it.
+        holder = asyncio.create_task(db.fetchval("SELECT pg_sleep(0.2)"))
+        await asyncio.sleep(0.05)
+        assert await asyncio.gather(db.fetchval("SELECT 1"), db.fetchval("SELECT pg_sleep(0.5)"), holder) == [
+            1,
+            None,
+            None,
+        ]
+    finally:
+        await db.shutdown()
+
+
+async def test_a_waiting_request_cancelled_by_its_client_is_not_a_timeout(migrated):
+    db = Postgres(migrated, min_size=1, max_size=1, acquire_timeout=0.3)
+    await db.startup()
+    try:
+        holder = asyncio.create_task(db.fetchval("SELECT pg_sleep(0.5)"))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(db.fetchval("SELECT 1"))
+        await asyncio.sleep(0.05)
+        waiting.cancel()  # what a client going away does to its request
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await holder
+        await asyncio.sleep(0.3)  # past the cancelled request's deadline: nothing left to expire
+        assert await asyncio.gather(db.fetchval("SELECT 2"), db.fetchval("SELECT 3")) == [2, 3]
+    finally:
+        await db.shutdown()

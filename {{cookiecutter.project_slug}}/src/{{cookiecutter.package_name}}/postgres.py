@@ -109,6 +109,9 @@ class Postgres:
         self._acquire_timeout = acquire_timeout
         self._max_size = max_size
         self._borrowed = 0  # connections held or awaited through this plugin; the pool's own count is a loop
+        # Tasks waiting for a connection, oldest first: their deadline, or None once it passed.
+        self._waiting: dict[asyncio.Task, float | None] = {}
+        self._expiry: asyncio.TimerHandle | None = None  # the one timer of all the waiting tasks
         self._query_timeout = query_timeout
 
     def install(self, app) -> None:
@@ -135,6 +138,9 @@ class Postgres:
 
     async def shutdown(self, app=None) -> None:
         """Close the pool, letting borrowed connections finish their queries first."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
@@ -161,12 +167,43 @@ class Postgres:
                 # A connection is idle and nobody waits, so acquire() takes it at once (at most it
                 # connects, within connect_timeout): no timer to arm and cancel, 4% of a request.
                 return await self.pool.acquire()
-            # Not pool.acquire(timeout=...): asyncpg wraps that in wait_for, a new Task each time.
-            async with asyncio.timeout(self._acquire_timeout):
-                return await self.pool.acquire()
+            return await self._wait_for_connection()
         except BaseException:
             self._borrowed -= 1
             raise
+
+    async def _wait_for_connection(self) -> asyncpg.Connection:
+        # The pool is full: wait in its queue for at most acquire_timeout, then TimeoutError. What
+        # asyncio.timeout does, but with one timer for every waiting task instead of one each
+        # (5 µs a request on Python 3.11, a sixth of it): all wait equally long, so the first to
+        # come is the first due, and the timer only ever needs to be set for the oldest.
+        # Not pool.acquire(timeout=...) either: asyncpg wraps that in wait_for, a new Task each time.
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        self._waiting[task] = deadline = loop.time() + self._acquire_timeout
+        if self._expiry is None:
+            self._expiry = loop.call_at(deadline, self._expire_waiting)
+        try:
+            return await self.pool.acquire()
+        except asyncio.CancelledError:
+            # Cancelled by _expire_waiting, and by nothing else, is a timeout.
+            if self._waiting[task] is None and task.uncancel() == 0:
+                raise TimeoutError(f"no connection free within {self._acquire_timeout} s") from None
+            raise
+        finally:
+            del self._waiting[task]
+
+    def _expire_waiting(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for task, deadline in self._waiting.items():  # oldest first
+            if deadline is None:  # expired already, still unwinding
+                continue
+            if deadline > now:
+                self._expiry = asyncio.get_running_loop().call_at(deadline, self._expire_waiting)
+                return
+            self._waiting[task] = None
+            task.cancel()
+        self._expiry = None
 
     async def _release(self, conn: asyncpg.Connection) -> None:
         # The pool resets the connection here (one round trip), untimed as in asyncpg's own
