@@ -1,6 +1,7 @@
 """The app as uvicorn runs it: refuses to start without its database, and says why in one line;
 runs the hooks added to it, with the database on their context."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -85,3 +86,19 @@ async def test_without_hooks_the_context_still_has_the_database(new_app, serve):
     async with httpx.AsyncClient(base_url=await serve(app=app)) as client:
         response = await client.get("/probe")
     assert response.json() == {"same": True}
+
+
+async def test_daemons_start_once_the_database_is_up(new_app, serve, conn):
+    await conn.execute("INSERT INTO users (email, name) VALUES ('a@example.com', 'A'), ('b@example.com', 'B')")
+    app = new_app()
+    ran = asyncio.Event()
+    seen = []
+
+    async def count_users(app):
+        seen.append(await app.peek(DB.name).fetchval("SELECT count(*) FROM users"))
+        ran.set()  # and returns None: run once
+
+    app.daemons = count_users
+    await serve(app=app)
+    await asyncio.wait_for(ran.wait(), 5)
+    assert seen == [2]

@@ -1,5 +1,6 @@
 """The HTTP edge: the App (a Heaven Router that fails loudly), JSON responses and errors."""
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -86,7 +87,7 @@ class App(Router):
     """A Heaven Router whose startup can fail and whose every answer, error or not, is JSON.
 
     - A failing startup hook fails the ASGI lifespan, so uvicorn exits instead of serving without
-      a database (Heaven itself logs the failure and reports success).
+      a database (Heaven itself logs the failure and reports success). Daemons start after it.
     - An exception escaping a handler becomes a JSON error: its own status for an HTTPError, 500
       for anything else, logged with its traceback and sent to the client only in debug.
     - 404, 405 and 413 answered by Heaven's router are JSON as well.
@@ -124,6 +125,8 @@ class App(Router):
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
         await send({"type": "lifespan.startup.complete"})
+        # Heaven's background functions (`app.daemons = fn`), started once the app is up, as Heaven does.
+        self._daemon_tasks = [asyncio.create_task(daemon(self)) for daemon in self.daemons]
         await receive()  # lifespan.shutdown
         try:
             await _run_all(self.deinitializers, self)
