@@ -1,4 +1,4 @@
-"""The harness's environment: its venv, wrk, and a fresh bake of the template installed into the venv.
+"""The harness's environment: its venv, wrk and valgrind, and a fresh bake of the template installed into the venv.
 
 Stdlib only: this runs before the venv exists.
 """
@@ -67,19 +67,29 @@ def bake_and_install(python: Path) -> Path:
 
 
 def ensure_wrk() -> str:
-    """The path of wrk, installed from Debian's packages when it is missing and we may."""
-    found = shutil.which("wrk")
+    """The path of wrk, the load generator."""
+    return ensure_debian_command("wrk")
+
+
+def ensure_valgrind() -> str:
+    """The path of valgrind, whose callgrind counts instructions."""
+    return ensure_debian_command("valgrind")
+
+
+def ensure_debian_command(name: str) -> str:
+    """The path of the command `name`, installed from Debian's package of that name when it is missing and we may."""
+    found = shutil.which(name)
     if found:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise SystemExit("bench: wrk is not installed; `apt-get install wrk` (Debian/Ubuntu) and run again")
-    print("bench: installing wrk with apt-get", flush=True)
+        raise SystemExit(f"bench: {name} is not installed; `apt-get install {name}` (Debian/Ubuntu) and run again")
+    print(f"bench: installing {name} with apt-get", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=300, env=env, stdout=subprocess.DEVNULL)
     subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "wrk"], check=True, timeout=300, env=env, stdout=subprocess.DEVNULL
+        ["apt-get", "install", "-y", "-qq", name], check=True, timeout=600, env=env, stdout=subprocess.DEVNULL
     )
-    return shutil.which("wrk") or "/usr/bin/wrk"
+    return shutil.which(name) or f"/usr/bin/{name}"
 
 
 def in_venv() -> bool:

@@ -44,6 +44,7 @@ def ratios_text(results: dict) -> str:
     if floor is None:
         return "bench: the headline cell was not measured"
     path = results["config"]["endpoints"][endpoint]
+    counted = results["instructions"]["per_request"]
     lines = [f"against the raw ASGI floor, GET {path} at {connections} connections:"]
     for name, label in results["contenders"].items():
         s = cell(results, name, endpoint, connections)
@@ -51,8 +52,14 @@ def ratios_text(results: dict) -> str:
             lines.append(
                 f"  {label:<22} {s['rps']['median'] / floor['rps']['median']:5.2f}x the floor's rps, "
                 f"{s['cpu_us_per_request']['median'] / floor['cpu_us_per_request']['median']:5.2f}x its CPU "
-                "per request"
+                f"per request, {counted[name] / counted['raw']:5.2f}x its instructions per request"
             )
+    lines.append("the baked service against each, by instructions per request (above 1: the baked service does less):")
+    lines += [
+        f"  {label:<22} {counted[name] / counted['baked']:5.2f}x"
+        for name, label in results["contenders"].items()
+        if name != "baked" and name in counted and "baked" in counted
+    ]
     return "\n".join(lines)
 
 
@@ -105,6 +112,8 @@ def markdown(results: dict) -> str:
         '"baked vs it" above 1 means the baked service is better (more requests per second, less CPU per '
         "request). \"vs floor\" is the contender's figure over the raw ASGI app's.",
         "",
+        *instructions_table(results),
+        "",
         "## Every cell",
         "",
         "| endpoint | conns | contender | requests/s | p50 ms | p99 ms | CPU \u00b5s/request | errors |",
@@ -144,11 +153,33 @@ def markdown(results: dict) -> str:
     return "\n".join(out)
 
 
+def instructions_table(results: dict) -> list[str]:
+    counted, labels = results["instructions"], results["contenders"]
+    per_request = counted["per_request"]
+    small, large = counted["requests"]
+    out = [
+        f"## Instructions per request: GET {counted['path']}, {counted['concurrency']} at a time",
+        "",
+        "Counted by callgrind with the app driven in-process (no uvicorn, HTTP or wrk), so the same on every run: "
+        f"the difference between runs of {small:,} and {large:,} requests, over {large - small:,}.",
+        "",
+        "| contender | instructions/request | baked vs it | vs floor |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, label in labels.items():
+        if name in per_request:
+            versus = f"{per_request[name] / per_request['baked']:.3f}x" if name != "baked" else "—"
+            out.append(
+                f"| {label} | {per_request[name]:,} | {versus} | {per_request[name] / per_request['raw']:.2f}x |"
+            )
+    return out
+
+
 def chart(results: dict, path: Path) -> None:
     config, labels = results["config"], results["contenders"]
     endpoint, connections = headline(results)
     names = [name for name in labels if cell(results, name, endpoint, connections)]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": [1, 1, 1.5]})
+    fig, axes = plt.subplots(1, 4, figsize=(21, 5.2), gridspec_kw={"width_ratios": [1, 1, 1, 1.4]})
     fig.suptitle(
         f"GET {config['endpoints'][endpoint]}, {connections} connections, one uvicorn worker on one core "
         f"(median of {config['rounds']} rounds; bars show min-max)",
@@ -176,8 +207,21 @@ def chart(results: dict, path: Path) -> None:
         ax.spines[["top", "right"]].set_visible(False)
     axes[1].set_yticklabels([])
 
-    # Right: requests per second on every endpoint at the headline's connection count.
+    # Third: instructions per request, counted in-process by callgrind; no bars of spread, it has none.
     ax = axes[2]
+    counted = results["instructions"]["per_request"]
+    values = [counted[name] / 1000 for name in names]
+    ax.barh(range(len(names)), values, color=[COLORS.get(n, "#999") for n in names])
+    ax.set_yticks(list(range(len(names))), [])
+    ax.invert_yaxis()
+    ax.set_title("thousand instructions per request (lower is better)", fontsize=11)
+    for i, value in enumerate(values):
+        ax.text(value, i, f"  {value:,.0f}k", va="center", fontsize=9)
+    ax.set_xlim(0, max(values) * 1.25)
+    ax.spines[["top", "right"]].set_visible(False)
+
+    # Right: requests per second on every endpoint at the headline's connection count.
+    ax = axes[3]
     endpoints = [e for e in config["endpoints"] if cell(results, "baked", e, connections)]
     width = 0.8 / len(names)
     for i, name in enumerate(names):

@@ -6,7 +6,9 @@
 It creates bench/.venv the first time, bakes and installs the template's default project, starts
 one Postgres, then serves each contender as one uvicorn worker pinned to core 1 while wrk and
 Postgres share core 0. Each contender must answer byte-identical JSON before it is timed, and a
-run with any error counts as a failure, not as a fast run. Results go to bench/results/.
+run with any error counts as a failure, not as a fast run. Last, callgrind counts each contender's
+instructions per request on the headline path, the one figure machine noise cannot move.
+Results go to bench/results/.
 """
 
 import argparse
@@ -40,6 +42,8 @@ SMOKE_CELLS = (("limit=20", 32), ("by id", 1))
 # Compared byte for byte before any timing: the timed paths, plus a page near the end and the last row.
 AGREEMENT_PATHS = (*ENDPOINTS.values(), "/users?limit=7&after=9995", "/users/10000")
 HEADLINE = ("limit=20", 32)  # the cell the targets are stated for
+# Requests in the two callgrind runs of each contender, whose difference is counted (instructions.py).
+INSTRUCTION_REQUESTS, INSTRUCTION_REQUESTS_SMOKE = (320, 1920), (32, 96)
 
 
 def main() -> int:
@@ -51,6 +55,7 @@ def main() -> int:
     # Only now, inside the venv, can the rest of the harness be imported.
     import contenders
     import database
+    import instructions
     import load
     import micro_bind
     import report
@@ -60,6 +65,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="bench-"))
     wrk_path = prepare.ensure_wrk()
+    valgrind = prepare.ensure_valgrind()
     project = prepare.bake_and_install(Path(sys.executable))
     importlib.invalidate_caches()
     migrate = importlib.import_module(f"{prepare.PACKAGE}.migrate").migrate
@@ -118,6 +124,15 @@ def main() -> int:
     micro = asyncio.run(
         micro_bind.measure(dsn, sizes=(100,) if args.smoke else micro_bind.SIZES, repeat=3 if args.smoke else 25)
     )
+    counted = instructions.measure(
+        valgrind,
+        chosen,
+        lambda contender: {**os.environ, **contender.env(dsn, POOL_SIZE)},
+        ENDPOINTS[HEADLINE[0]],
+        HEADLINE[1],
+        INSTRUCTION_REQUESTS_SMOKE if args.smoke else INSTRUCTION_REQUESTS,
+        scratch,
+    )
     summary = summarize(runs)
     results = {
         "machine": machine(wrk_path),
@@ -140,6 +155,7 @@ def main() -> int:
         "ratios": ratios(summary, contenders),
         "cold_start_seconds": cold,
         "micro_bind_ms": micro,
+        "instructions": counted,
         "errors": sum(run["errors"] for run in runs),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
