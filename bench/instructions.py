@@ -23,24 +23,39 @@ WARMUP = 64  # requests before the counted ones, in both runs: caches filled, st
 
 
 def measure(
-    valgrind: str, contenders, env_for, path: str, concurrency: int, requests: tuple[int, int], scratch: Path
+    valgrind: str,
+    contenders,
+    env_for,
+    paths: dict[str, str],
+    concurrency: int,
+    requests: tuple[int, int],
+    scratch: Path,
 ) -> dict:
-    """Instructions per request of each contender on `path`: two callgrind runs of each, in parallel."""
+    """Instructions per request of each contender on each of `paths` (name: path): two callgrind runs
+    of each contender on each path, as many at once as there are cores."""
     small, large = (n - n % concurrency for n in requests)  # whole batches
-    jobs = [(contender, n) for contender in contenders for n in (small, large)]
+    jobs = [(contender, endpoint, n) for endpoint in paths for contender in contenders for n in (small, large)]
 
     def run(job):
-        contender, n = job
-        return count(valgrind, contender, env_for(contender), path, n, concurrency, scratch)
+        contender, endpoint, n = job
+        return count(valgrind, contender, env_for(contender), paths[endpoint], n, concurrency, scratch)
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         counts = dict(zip(jobs, pool.map(run, jobs), strict=True))
     return {
-        "path": path,
         "concurrency": concurrency,
         "requests": [small, large],
-        "counts": {c.name: [counts[c, small], counts[c, large]] for c in contenders},
-        "per_request": {c.name: round((counts[c, large] - counts[c, small]) / (large - small)) for c in contenders},
+        "endpoints": {
+            endpoint: {
+                "path": path,
+                "counts": {c.name: [counts[c, endpoint, small], counts[c, endpoint, large]] for c in contenders},
+                "per_request": {
+                    c.name: round((counts[c, endpoint, large] - counts[c, endpoint, small]) / (large - small))
+                    for c in contenders
+                },
+            }
+            for endpoint, path in paths.items()
+        },
     }
 
 

@@ -56,6 +56,7 @@ def bake_and_install(python: Path) -> Path:
         check=True,
         timeout=120,
         stdout=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(out)},  # cookiecutter leaves a copy of each hook in TMPDIR
     )
     project = out / SLUG
     # --no-build-isolation uses the venv's hatchling instead of fetching one per run; the baked

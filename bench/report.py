@@ -44,7 +44,7 @@ def ratios_text(results: dict) -> str:
     if floor is None:
         return "bench: the headline cell was not measured"
     path = results["config"]["endpoints"][endpoint]
-    counted = results["instructions"]["per_request"]
+    counted = results["instructions"]["endpoints"][endpoint]["per_request"]
     lines = [f"against the raw ASGI floor, GET {path} at {connections} connections:"]
     for name, label in results["contenders"].items():
         s = cell(results, name, endpoint, connections)
@@ -155,10 +155,12 @@ def markdown(results: dict) -> str:
 
 def instructions_table(results: dict) -> list[str]:
     counted, labels = results["instructions"], results["contenders"]
-    per_request = counted["per_request"]
+    endpoint, _ = headline(results)
+    per_request = counted["endpoints"][endpoint]["per_request"]
     small, large = counted["requests"]
     out = [
-        f"## Instructions per request: GET {counted['path']}, {counted['concurrency']} at a time",
+        f"## Instructions per request: GET {counted['endpoints'][endpoint]['path']}, "
+        f"{counted['concurrency']} at a time",
         "",
         "Counted by callgrind with the app driven in-process (no uvicorn, HTTP or wrk), so the same on every run: "
         f"the difference between runs of {small:,} and {large:,} requests, over {large - small:,}.",
@@ -171,6 +173,24 @@ def instructions_table(results: dict) -> list[str]:
             versus = f"{per_request[name] / per_request['baked']:.3f}x" if name != "baked" else "—"
             out.append(
                 f"| {label} | {per_request[name]:,} | {versus} | {per_request[name] / per_request['raw']:.2f}x |"
+            )
+    if len(counted["endpoints"]) > 1:
+        out += [
+            "",
+            "Every endpoint, thousands of instructions per request (baked vs it in brackets):",
+            "",
+            "| endpoint | " + " | ".join(labels.values()) + " |",
+            "|---|" + "---:|" * len(labels),
+        ]
+        for measured in counted["endpoints"].values():
+            counts = measured["per_request"]
+            out.append(
+                f"| `{measured['path']}` | "
+                + " | ".join(
+                    f"{counts[n] / 1000:,.0f}k" + (f" ({counts[n] / counts['baked']:.2f}x)" if n != "baked" else "")
+                    for n in labels
+                )
+                + " |"
             )
     return out
 
@@ -209,7 +229,7 @@ def chart(results: dict, path: Path) -> None:
 
     # Third: instructions per request, counted in-process by callgrind; no bars of spread, it has none.
     ax = axes[2]
-    counted = results["instructions"]["per_request"]
+    counted = results["instructions"]["endpoints"][endpoint]["per_request"]
     values = [counted[name] / 1000 for name in names]
     ax.barh(range(len(names)), values, color=[COLORS.get(n, "#999") for n in names])
     ax.set_yticks(list(range(len(names))), [])

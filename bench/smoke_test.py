@@ -20,6 +20,6 @@ def test_bench_smoke_runs_and_contenders_agree(tmp_path):
     assert len(set(results["contenders"])) == 5
     assert {run["contender"] for run in results["runs"]} == set(results["contenders"])
     assert all(run["requests"] > 0 and run["errors"] == 0 for run in results["runs"]), results["runs"]
-    counted = results["instructions"]["per_request"]
+    counted = results["instructions"]["endpoints"]["limit=20"]["per_request"]
     assert set(counted) == set(results["contenders"]) and all(n > 0 for n in counted.values()), counted
     assert (tmp_path / "results.md").exists() and (tmp_path / "chart.png").stat().st_size > 0

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -52,15 +53,27 @@ def bake(tmp_path_factory) -> Iterator:
 
     def bake(**answers) -> Baked:
         output = tmp_path_factory.mktemp("bake")
-        path = Path(
-            cookiecutter(
-                str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output), config_file=str(config)
+        with hook_scripts_in(home):
+            path = Path(
+                cookiecutter(
+                    str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output), config_file=str(config)
+                )
             )
-        )
         replay = home / "replay" / f"{TEMPLATE.name}.json"
         return Baked(path, replay, json.loads(replay.read_text())["cookiecutter"])
 
     return bake
+
+
+@contextlib.contextmanager
+def hook_scripts_in(folder: Path) -> Iterator[None]:
+    # Cookiecutter copies each hook to a temporary file to run it and never deletes it: keep the
+    # suite's copies in its own temporary folder rather than hundreds of them in /tmp.
+    saved, tempfile.tempdir = tempfile.tempdir, str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ def test_an_invalid_name_typed_by_hand_is_refused(tmp_path, answer, complaint):
         capture_output=True,
         text=True,
         timeout=60,
-        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)},  # cookiecutter leaves hooks there
     )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR:")]
