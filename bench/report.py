@@ -54,11 +54,16 @@ def ratios_text(results: dict) -> str:
                 f"{s['cpu_us_per_request']['median'] / floor['cpu_us_per_request']['median']:5.2f}x its CPU "
                 f"per request, {counted[name] / counted['raw']:5.2f}x its instructions per request"
             )
-    lines.append("the baked service against each, by instructions per request (above 1: the baked service does less):")
+    paired = results["paired"]["ratios"]
+    lines.append(
+        f"the baked service against each (above 1: it does better), in {results['paired']['rounds']} paired rounds "
+        "(median rps and CPU ratios) and by instructions per request:"
+    )
     lines += [
-        f"  {label:<22} {counted[name] / counted['baked']:5.2f}x"
+        f"  {label:<22} {paired[name]['rps']['median']:5.2f}x rps  {paired[name]['cpu']['median']:5.2f}x CPU  "
+        f"{counted[name] / counted['baked']:5.2f}x instructions"
         for name, label in results["contenders"].items()
-        if name != "baked" and name in counted and "baked" in counted
+        if name in paired and name in counted
     ]
     return "\n".join(lines)
 
@@ -112,6 +117,8 @@ def markdown(results: dict) -> str:
         '"baked vs it" above 1 means the baked service is better (more requests per second, less CPU per '
         "request). \"vs floor\" is the contender's figure over the raw ASGI app's.",
         "",
+        *paired_table(results),
+        "",
         *instructions_table(results),
         "",
         "## Every cell",
@@ -151,6 +158,25 @@ def markdown(results: dict) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def paired_table(results: dict) -> list[str]:
+    paired, labels = results["paired"], results["contenders"]
+    seconds = results["config"]["seconds_per_run"]
+    out = [
+        f"## Paired: the baked service against each, GET {results['config']['endpoints'][paired['endpoint']]} at "
+        f"{paired['connections']} connections",
+        "",
+        f"Every server up at once; {paired['rounds']} rounds each time every contender for {seconds:g} s, back to "
+        "back, and the ratio taken within the round, so that the machine's drift over minutes cancels out. "
+        "Median ratio, with min-max; above 1 the baked service does better.",
+        "",
+        "| against | requests/s ratio | CPU per request ratio |",
+        "|---|---:|---:|",
+    ]
+    for name, ratio_ in paired["ratios"].items():
+        out.append(f"| {labels[name]} | {fmt(ratio_['rps'], 2)} | {fmt(ratio_['cpu'], 2)} |")
+    return out
 
 
 def instructions_table(results: dict) -> list[str]:

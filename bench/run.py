@@ -13,6 +13,7 @@ Results go to bench/results/.
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import importlib
 import json
@@ -117,6 +118,9 @@ def main() -> int:
                         flush=True,
                     )
 
+    paired = paired_headline(
+        chosen, dsn, scratch, wrk_path, script, rounds=1 if args.smoke else args.paired_rounds, duration=duration
+    )
     agreement = agree(bodies, contenders.BAKED.name)
     cold = cold_start(
         contenders.BAKED, {**os.environ, **contenders.BAKED.env(dsn, POOL_SIZE)}, scratch, times=1 if args.smoke else 5
@@ -154,10 +158,11 @@ def main() -> int:
         "runs": runs,
         "summary": summary,
         "ratios": ratios(summary, contenders),
+        "paired": paired,
         "cold_start_seconds": cold,
         "micro_bind_ms": micro,
         "instructions": counted,
-        "errors": sum(run["errors"] for run in runs),
+        "errors": sum(run["errors"] for run in runs) + sum(run["errors"] for run in paired["runs"]),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -176,6 +181,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="a few seconds per contender: checks, not figures")
     parser.add_argument("--out", default=str(prepare.BENCH / "results"), help="where results go (bench/results)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--paired-rounds", type=int, default=9, help="rounds of the paired headline (default 9)")
     # wrk takes whole seconds.
     parser.add_argument("--duration", type=int, default=3, help="seconds per timed run")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of load per endpoint before timing")
@@ -183,6 +189,54 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cell", action="append", help="ENDPOINT@CONNECTIONS, e.g. 'limit=20@32'; repeatable")
     parser.add_argument("--here", action="store_true", help="use this interpreter instead of bench/.venv")
     return parser.parse_args()
+
+
+def paired_headline(chosen, dsn: str, scratch: Path, wrk_path: str, script: Path, rounds: int, duration: int) -> dict:
+    """The headline cell again, for its ratios: every contender's server up at once (all on the
+    server core; an idle one costs nothing), and each round times each of them back to back.
+
+    A ratio is taken within a round, between runs seconds apart, so the drift of a noisy machine
+    over minutes, which the rounds above spread across contenders, mostly cancels out.
+    """
+    import contenders
+    import load
+
+    endpoint, connections = HEADLINE
+    runs = []
+    with contextlib.ExitStack() as stack:
+        servers = {
+            c.name: stack.enter_context(start_server(c, {**os.environ, **c.env(dsn, POOL_SIZE)}, scratch))
+            for c in chosen
+        }
+        for server in servers.values():
+            server.wait_ready(ENDPOINTS[endpoint])
+            load.wrk(wrk_path, server.url(ENDPOINTS[endpoint]), connections, 1, LOAD_CORE, script)
+        for round_ in range(rounds):
+            shift = round_ % len(chosen)
+            for contender in chosen[shift:] + chosen[:shift]:
+                server = servers[contender.name]
+                run = load.measure(
+                    wrk_path, server.url(ENDPOINTS[endpoint]), connections, duration, LOAD_CORE, script, server.pid
+                )
+                runs.append({"round": round_, "contender": contender.name, **run.to_json()})
+    by_round = {(r["round"], r["contender"]): r for r in runs}
+    baked = contenders.BAKED.name
+    ratios_ = {
+        c.name: {
+            "rps": spread([by_round[i, baked]["rps"] / by_round[i, c.name]["rps"] for i in range(rounds)]),
+            "cpu": spread(
+                [
+                    by_round[i, c.name]["cpu_us_per_request"] / by_round[i, baked]["cpu_us_per_request"]
+                    for i in range(rounds)
+                ]
+            ),
+        }
+        for c in chosen
+        if c.name != baked and baked in servers
+    }
+    print(f"paired headline, {rounds} rounds: baked vs each (rps, CPU): ", end="")
+    print(", ".join(f"{name} {r['rps']['median']:.2f}x {r['cpu']['median']:.2f}x" for name, r in ratios_.items()))
+    return {"endpoint": endpoint, "connections": connections, "rounds": rounds, "runs": runs, "ratios": ratios_}
 
 
 def start_server(contender, env: dict, scratch: Path):
@@ -242,7 +296,7 @@ def cold_start(contender, env: dict, scratch: Path, times: int) -> dict:
 
 
 def spread(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 3), "min": min(values), "max": max(values)}
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
 
 
 def summarize(runs: list[dict]) -> list[dict]:

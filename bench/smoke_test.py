@@ -33,6 +33,8 @@ def test_bench_smoke_runs_and_contenders_agree(tmp_path):
     assert len(set(results["contenders"])) == 5
     assert {run["contender"] for run in results["runs"]} == set(results["contenders"])
     assert all(run["requests"] > 0 and run["errors"] == 0 for run in results["runs"]), results["runs"]
+    assert set(results["paired"]["ratios"]) == set(results["contenders"]) - {"baked"}
+    assert all(run["errors"] == 0 for run in results["paired"]["runs"]), results["paired"]["runs"]
     counted = results["instructions"]["endpoints"]["limit=20"]["per_request"]
     assert set(counted) == set(results["contenders"]) and all(n > 0 for n in counted.values()), counted
     assert (tmp_path / "results.md").exists() and (tmp_path / "chart.png").stat().st_size > 0
