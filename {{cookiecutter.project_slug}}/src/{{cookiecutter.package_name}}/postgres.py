@@ -112,6 +112,8 @@ class Postgres:
         # Tasks waiting for a connection, oldest first: their deadline, or None once it passed.
         self._waiting: dict[asyncio.Task, float | None] = {}
         self._expiry: asyncio.TimerHandle | None = None  # the one timer of all the waiting tasks
+        # The pool's loop, kept: on Python 3.11 each asyncio.get_running_loop() is a getpid system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._query_timeout = query_timeout
 
     def install(self, app) -> None:
@@ -131,6 +133,7 @@ class Postgres:
     async def startup(self, app=None) -> None:
         """Open the pool; raises, naming host, port and database but never the password, if it cannot."""
         try:
+            self._loop = asyncio.get_running_loop()
             self.pool = await asyncpg.create_pool(self.dsn, **self._pool_options)
         except Exception as exc:
             raise RuntimeError(f"cannot connect to Postgres at {describe(self.dsn)}: {_reason(exc)}") from None
@@ -178,11 +181,10 @@ class Postgres:
         # (5 µs a request on Python 3.11, a sixth of it): all wait equally long, so the first to
         # come is the first due, and the timer only ever needs to be set for the oldest.
         # Not pool.acquire(timeout=...) either: asyncpg wraps that in wait_for, a new Task each time.
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        self._waiting[task] = deadline = loop.time() + self._acquire_timeout
+        task = asyncio.current_task(self._loop)
+        self._waiting[task] = deadline = self._loop.time() + self._acquire_timeout
         if self._expiry is None:
-            self._expiry = loop.call_at(deadline, self._expire_waiting)
+            self._expiry = self._loop.call_at(deadline, self._expire_waiting)
         try:
             return await self.pool.acquire()
         except asyncio.CancelledError:
@@ -194,12 +196,12 @@ class Postgres:
             del self._waiting[task]
 
     def _expire_waiting(self) -> None:
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         for task, deadline in self._waiting.items():  # oldest first
             if deadline is None:  # expired already, still unwinding
                 continue
             if deadline > now:
-                self._expiry = asyncio.get_running_loop().call_at(deadline, self._expire_waiting)
+                self._expiry = self._loop.call_at(deadline, self._expire_waiting)
                 return
             self._waiting[task] = None
             task.cancel()
