@@ -97,7 +97,15 @@ def markdown(results: dict) -> str:
         f"Answers byte-identical across contenders: **{'yes' if results['agreement']['identical'] else 'NO'}**. "
         f"Errors (non-2xx or socket) in any run: **{results['errors']}**.",
         "",
-        f"## Headline: GET {config['endpoints'][endpoint]} at {connections} connections",
+        "The ratios between contenders are the paired runs' and the instruction counts, which cancel or do not "
+        "see the machine's drift; the rounds' medians are each contender's own figures, and a ratio of two of "
+        "them, taken minutes apart, carries the drift (10-30 % on a noisy VM).",
+        "",
+        *paired_table(results),
+        "",
+        *instructions_table(results),
+        "",
+        f"## Headline: GET {config['endpoints'][endpoint]} at {connections} connections, the rounds",
         "",
         "| contender | requests/s | p50 ms | p99 ms | CPU \u00b5s/request | baked vs it: rps | baked vs it: CPU "
         "| vs floor: rps | vs floor: CPU |",
@@ -115,11 +123,8 @@ def markdown(results: dict) -> str:
     out += [
         "",
         '"baked vs it" above 1 means the baked service is better (more requests per second, less CPU per '
-        "request). \"vs floor\" is the contender's figure over the raw ASGI app's.",
-        "",
-        *paired_table(results),
-        "",
-        *instructions_table(results),
+        'request), as ratios of medians from different minutes. "vs floor" is the contender\'s figure over the '
+        "raw ASGI app's.",
         "",
         "## Every cell",
         "",
