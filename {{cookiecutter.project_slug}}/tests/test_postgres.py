@@ -1,7 +1,9 @@
 """The Postgres plugin against a real server: binding, transactions, the context, failing to start."""
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import asyncpg
 import msgspec
@@ -15,6 +17,16 @@ from {{ cookiecutter.package_name }}.users import User
 class Pair(msgspec.Struct):
     n: int
     label: str
+
+
+@contextlib.asynccontextmanager
+async def running(db: Postgres) -> AsyncIterator[Postgres]:
+    """The plugin started, as the app's startup hook starts it, and shut down after the block."""
+    await db.startup()
+    try:
+        yield db
+    finally:
+        await db.shutdown()
 
 
 @pytest.fixture
@@ -103,45 +115,32 @@ async def test_startup_fails_naming_the_server_never_the_password(closed_port):
 
 
 async def test_queries_raise_database_unavailable_when_postgres_is_away(closed_port):
-    db = Postgres(f"postgresql://app:pw@127.0.0.1:{closed_port}/appdb", min_size=0, connect_timeout=1)
-    await db.startup()
-    try:
+    url = f"postgresql://app:pw@127.0.0.1:{closed_port}/appdb"
+    async with running(Postgres(url, min_size=0, connect_timeout=1)) as db:
         with pytest.raises(DatabaseUnavailable) as failure:
             await db.fetch("SELECT 1")
         assert failure.value.status == 503
-    finally:
-        await db.shutdown()
 
 
 async def test_a_slow_query_is_cut_off_by_query_timeout(migrated):
-    db = Postgres(migrated, min_size=1, query_timeout=0.2)
-    await db.startup()
-    try:
+    async with running(Postgres(migrated, min_size=1, query_timeout=0.2)) as db:
         with pytest.raises(DatabaseUnavailable):
             await db.fetchval("SELECT pg_sleep(5)")
         assert await db.fetchval("SELECT 1") == 1  # and the pool still works
-    finally:
-        await db.shutdown()
 
 
 async def test_requests_beyond_a_full_pool_wait_at_most_acquire_timeout(migrated):
-    db = Postgres(migrated, min_size=1, max_size=2, acquire_timeout=0.3)
-    await db.startup()
-    try:
+    async with running(Postgres(migrated, min_size=1, max_size=2, acquire_timeout=0.3)) as db:
         started = time.monotonic()
         sleeps = (db.fetchval("SELECT pg_sleep(1)") for _ in range(6))
         results = await asyncio.gather(*sleeps, return_exceptions=True)
         assert [r for r in results if not isinstance(r, DatabaseUnavailable)] == [None, None]
         assert time.monotonic() - started < 1.8  # the four refused did not wait for the sleeps
         assert await db.fetchval("SELECT 1") == 1  # and the pool is whole again
-    finally:
-        await db.shutdown()
 
 
 async def test_each_waiting_request_gets_its_own_acquire_timeout(migrated):
-    db = Postgres(migrated, min_size=1, max_size=1, acquire_timeout=0.4)
-    await db.startup()
-    try:
+    async with running(Postgres(migrated, min_size=1, max_size=1, acquire_timeout=0.4)) as db:
         started = time.monotonic()
 
         async def refused_after(delay: float) -> float:
@@ -164,14 +163,10 @@ async def test_each_waiting_request_gets_its_own_acquire_timeout(migrated):
             None,
             None,
         ]
-    finally:
-        await db.shutdown()
 
 
 async def test_a_waiting_request_cancelled_by_its_client_is_not_a_timeout(migrated):
-    db = Postgres(migrated, min_size=1, max_size=1, acquire_timeout=0.3)
-    await db.startup()
-    try:
+    async with running(Postgres(migrated, min_size=1, max_size=1, acquire_timeout=0.3)) as db:
         holder = asyncio.create_task(db.fetchval("SELECT pg_sleep(0.5)"))
         await asyncio.sleep(0.05)
         waiting = asyncio.create_task(db.fetchval("SELECT 1"))
@@ -182,5 +177,3 @@ async def test_a_waiting_request_cancelled_by_its_client_is_not_a_timeout(migrat
         await holder
         await asyncio.sleep(0.3)  # past the cancelled request's deadline: nothing left to expire
         assert await asyncio.gather(db.fetchval("SELECT 2"), db.fetchval("SELECT 3")) == [2, 3]
-    finally:
-        await db.shutdown()
