@@ -202,9 +202,8 @@ def instructions_table(results: dict) -> list[str]:
     for name, label in labels.items():
         if name in per_request:
             versus = f"{per_request[name] / per_request['baked']:.3f}x" if name != "baked" else "—"
-            out.append(
-                f"| {label} | {per_request[name]:,} | {versus} | {per_request[name] / per_request['raw']:.2f}x |"
-            )
+            floor = f"{per_request[name] / per_request['raw']:.2f}x" if "raw" in per_request else "—"
+            out.append(f"| {label} | {per_request[name]:,} | {versus} | {floor} |")
     if len(counted["endpoints"]) > 1:
         out += [
             "",
