@@ -43,13 +43,14 @@ class DatabaseUnavailable(HTTPError):
         self.cause = cause
 
 
-class Queries:
-    """fetch, fetchrow, fetchval and execute on one asyncpg connection, with rows bound to Structs."""
+class _Querying:
+    """fetch, fetchrow, fetchval and execute, with rows bound to Structs, over `_run`, which runs
+    one asyncpg Connection method: on a held connection (Queries) or a borrowed one (Postgres)."""
 
-    __slots__ = ("_conn", "_timeout")
+    __slots__ = ()
 
-    def __init__(self, conn: asyncpg.Connection, timeout: float | None) -> None:
-        self._conn, self._timeout = conn, timeout
+    async def _run(self, method: str, query: str, args: tuple, **options: Any) -> Any:
+        raise NotImplementedError
 
     @overload
     async def fetch(self, query: str, *args: Any, bind: type[S]) -> list[S]: ...
@@ -57,7 +58,7 @@ class Queries:
     async def fetch(self, query: str, *args: Any, bind: None = None) -> list[asyncpg.Record]: ...
     async def fetch(self, query, *args, bind=None):
         """All rows, as a list of `bind` Structs when given (validated), else asyncpg Records."""
-        rows = await self._conn.fetch(query, *args, timeout=self._timeout)
+        rows = await self._run("fetch", query, args)
         return bind_rows(rows, bind) if bind else rows
 
     @overload
@@ -66,19 +67,31 @@ class Queries:
     async def fetchrow(self, query: str, *args: Any, bind: None = None) -> asyncpg.Record | None: ...
     async def fetchrow(self, query, *args, bind=None):
         """The first row or None, as a `bind` Struct when given."""
-        row = await self._conn.fetchrow(query, *args, timeout=self._timeout)
+        row = await self._run("fetchrow", query, args)
         return bind_rows((row,), bind)[0] if bind and row is not None else row
 
     async def fetchval(self, query: str, *args: Any, column: int = 0) -> Any:
         """One value of the first row, or None when there is no row."""
-        return await self._conn.fetchval(query, *args, column=column, timeout=self._timeout)
+        return await self._run("fetchval", query, args, column=column)
 
     async def execute(self, query: str, *args: Any) -> str:
         """Run a statement; returns its status, such as "DELETE 1"."""
-        return await self._conn.execute(query, *args, timeout=self._timeout)
+        return await self._run("execute", query, args)
 
 
-class Postgres:
+class Queries(_Querying):
+    """fetch, fetchrow, fetchval and execute on one asyncpg connection, with rows bound to Structs."""
+
+    __slots__ = ("_conn", "_timeout")
+
+    def __init__(self, conn: asyncpg.Connection, timeout: float | None) -> None:
+        self._conn, self._timeout = conn, timeout
+
+    async def _run(self, method: str, query: str, args: tuple, **options: Any) -> Any:
+        return await getattr(self._conn, method)(query, *args, timeout=self._timeout, **options)
+
+
+class Postgres(_Querying):
     """The plugin: `app.plugin(Postgres(dsn))` opens a pool at startup, closes it at shutdown, and
     puts itself on the app (`app.peek(name)`) and on every request's context (`ctx.<name>`).
 
@@ -217,7 +230,7 @@ class Postgres:
             # let _acquire wait for it without a timer.
             self._borrowed -= 1
 
-    async def _borrow(self, method: str, query: str, args: tuple, **options: Any) -> Any:
+    async def _run(self, method: str, query: str, args: tuple, **options: Any) -> Any:
         # One query on a connection borrowed for it alone: what connection() does, without the
         # context manager and the Queries it allocates, since every request goes through here.
         try:
@@ -237,32 +250,6 @@ class Postgres:
         """
         async with self.connection() as queries, queries._conn.transaction(**options):
             yield queries
-
-    @overload
-    async def fetch(self, query: str, *args: Any, bind: type[S]) -> list[S]: ...
-    @overload
-    async def fetch(self, query: str, *args: Any, bind: None = None) -> list[asyncpg.Record]: ...
-    async def fetch(self, query, *args, bind=None):
-        """All rows, as a list of `bind` Structs when given (validated), else asyncpg Records."""
-        rows = await self._borrow("fetch", query, args)
-        return bind_rows(rows, bind) if bind else rows
-
-    @overload
-    async def fetchrow(self, query: str, *args: Any, bind: type[S]) -> S | None: ...
-    @overload
-    async def fetchrow(self, query: str, *args: Any, bind: None = None) -> asyncpg.Record | None: ...
-    async def fetchrow(self, query, *args, bind=None):
-        """The first row or None, as a `bind` Struct when given."""
-        row = await self._borrow("fetchrow", query, args)
-        return bind_rows((row,), bind)[0] if bind and row is not None else row
-
-    async def fetchval(self, query: str, *args: Any, column: int = 0) -> Any:
-        """One value of the first row, or None when there is no row."""
-        return await self._borrow("fetchval", query, args, column=column)
-
-    async def execute(self, query: str, *args: Any) -> str:
-        """Run a statement; returns its status, such as "DELETE 1"."""
-        return await self._borrow("execute", query, args)
 
 
 class BindError(TypeError):
