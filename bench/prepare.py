@@ -67,16 +67,6 @@ def bake_and_install(python: Path) -> Path:
     return project
 
 
-def ensure_wrk() -> str:
-    """The path of wrk, the load generator."""
-    return ensure_debian_command("wrk")
-
-
-def ensure_valgrind() -> str:
-    """The path of valgrind, whose callgrind counts instructions."""
-    return ensure_debian_command("valgrind")
-
-
 def ensure_debian_command(name: str) -> str:
     """The path of the command `name`, installed from Debian's package of that name when it is missing and we may."""
     found = shutil.which(name)

@@ -65,8 +65,8 @@ def main() -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="bench-"))
-    wrk_path = prepare.ensure_wrk()
-    valgrind = prepare.ensure_valgrind()
+    wrk_path = prepare.ensure_debian_command("wrk")  # the load generator
+    valgrind = prepare.ensure_debian_command("valgrind")  # its callgrind counts instructions
     project = prepare.bake_and_install(Path(sys.executable))
     importlib.invalidate_caches()
     migrate = importlib.import_module(f"{prepare.PACKAGE}.migrate").migrate
