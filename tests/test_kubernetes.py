@@ -88,6 +88,11 @@ def rendered(bake) -> Rendered:
     return render(bake())
 
 
+def shutdown_bound(env: dict[str, str]) -> float:
+    """Seconds the app takes at most from SIGTERM to exit with these settings: requests in flight, then the pool."""
+    return max(float(env["ACQUIRE_TIMEOUT"]), float(env["CONNECT_TIMEOUT"])) + float(env["QUERY_TIMEOUT"]) + 4
+
+
 def production_command(project, port: int) -> list[str]:
     """The image's CMD, run with this Python's uvicorn on a loopback port instead of 0.0.0.0:8000."""
     steps = final_stage(instructions((project.path / "Dockerfile").read_text()))
@@ -173,8 +178,7 @@ def test_probes_and_the_grace_period_fit_the_shutdown(rendered):
     assert web["readinessProbe"]["httpGet"] == {"path": "/health", "port": port["name"]}
     # The pod is deleted: preStop sleeps while it leaves the endpoints, then SIGTERM, then the app's bound.
     pre_stop = web["lifecycle"]["preStop"]["sleep"]["seconds"]
-    query_timeout = float(rendered.env(web)["QUERY_TIMEOUT"])
-    assert pod["terminationGracePeriodSeconds"] > pre_stop + query_timeout + 5
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + shutdown_bound(rendered.env(web)) + 5
     service = rendered.get("Service", "web")
     assert service["spec"]["ports"][0]["targetPort"] == port["name"]
 
@@ -215,8 +219,12 @@ def test_the_web_pods_go_through_pgbouncer_in_transaction_mode(rendered):
     assert rendered.env(bouncer)["POOL_MODE"] == "transaction"
     assert float(rendered.env(bouncer)["QUERY_WAIT_TIMEOUT"]) <= float(web["QUERY_TIMEOUT"])
     assert rendered.env(bouncer)["DB_NAME"] == url.path.lstrip("/") and rendered.env(bouncer)["DB_USER"] == url.username
-    # PgBouncer 1.23+ waits for every client on SIGTERM; SIGINT waits for the transactions in flight.
-    assert "kill -INT 1" in " ".join(bouncer["lifecycle"]["preStop"]["exec"]["command"])
+    # PgBouncer 1.23+ waits for every client on SIGTERM; SIGINT waits for the transactions in flight, which
+    # end with the web pods' requests.
+    pre_stop = " ".join(bouncer["lifecycle"]["preStop"]["exec"]["command"])
+    assert "kill -INT 1" in pre_stop
+    grace = rendered.get("Deployment", "pgbouncer")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= int(re.search(r"sleep (\d+)", pre_stop)[1]) + shutdown_bound(web) + 5
 
 
 @needs(PGBOUNCER, "pgbouncer")
