@@ -22,25 +22,35 @@ pytestmark = needs(PGBOUNCER, "pgbouncer")
 
 
 @contextlib.contextmanager
-def pgbouncer(database_url: str, pool_size: int = 2):
-    """PgBouncer in transaction mode in front of `database_url`; yields a URL for the same database through it."""
+def pgbouncer(
+    database_url: str, pool_size: int = 2, *, name: str = "", user: str = "", password: str = "", **settings: str
+):
+    """PgBouncer in transaction mode in front of `database_url`; yields a URL for the same database through it.
+
+    Clients ask for the database `name` as `user` (by default, the names in `database_url`); with a
+    `password`, that user must give it (SCRAM), as PgBouncer in the Kubernetes manifests requires.
+    `settings` are more lines of pgbouncer.ini (`query_wait_timeout="5"`).
+    """
     url = urlsplit(database_url)
-    database, user = url.path.lstrip("/"), unquote(url.username or "postgres")
+    database = url.path.lstrip("/")
+    server_user = unquote(url.username or "postgres")
+    name, user = name or database, user or server_user
     host = parse_qs(url.query).get("host", [url.hostname or "127.0.0.1"])[0]
-    server = f"host={host} port={url.port or 5432} dbname={database} user={user}"
+    server = f"host={host} port={url.port or 5432} dbname={database} user={server_user}"
     if url.password:
         server += f" password={unquote(url.password)}"
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         folder = Path(directory)
         folder.chmod(0o755)  # pgbouncer reads its files as the user it switches to
-        (folder / "users.txt").write_text(f'"{user}" ""\n')
+        (folder / "users.txt").write_text(f'"{user}" "{password}"\n')
         (folder / "pgbouncer.ini").write_text(
-            f"[databases]\n{database} = {server}\n\n"
+            f"[databases]\n{name} = {server}\n\n"
             "[pgbouncer]\n"
             f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-            f"auth_type = trust\nauth_file = {folder / 'users.txt'}\n"
+            f"auth_type = {'scram-sha-256' if password else 'trust'}\nauth_file = {folder / 'users.txt'}\n"
             f"pool_mode = transaction\ndefault_pool_size = {pool_size}\nmax_client_conn = 200\n"
+            + "".join(f"{key} = {value}\n" for key, value in settings.items())
         )
         for path in folder.iterdir():
             path.chmod(0o644)
@@ -57,7 +67,7 @@ def pgbouncer(database_url: str, pool_size: int = 2):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"pgbouncer did not start:\n{process.communicate(timeout=5)[0]}")
                 time.sleep(0.05)
-            yield f"postgresql://{user}@127.0.0.1:{port}/{database}"
+            yield f"postgresql://{user}@127.0.0.1:{port}/{name}"
         finally:
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=10)
