@@ -35,6 +35,32 @@ def test_baked_tests_pass_with_another_context_name(bake, new_database):
     assert passed(result) >= 50
 
 
+# Heaven as a release that renamed an internal the App overrides would be: loaded before the tests are.
+RENAMED_IN_HEAVEN = """
+import heaven.router
+
+heaven.__version__ = "2.5.0"
+heaven.router.Routes.miss = heaven.router.Routes.unmatched
+del heaven.router.Routes.unmatched
+"""
+
+
+def test_a_heaven_that_changed_an_internal_fails_the_bake_naming_it(default_project, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(RENAMED_IN_HEAVEN)
+    result = default_project.run(
+        sys.executable,
+        *PYTEST,
+        # sitecustomize imports Heaven, and anyio with it, before pytest could rewrite anyio's plugin.
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+        "tests/test_heaven.py",
+        PYTHONPATH=os.pathsep.join([str(default_project.path / "src"), str(tmp_path)]),
+    )
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "Heaven 2.5.0: Routes.unmatched is gone" in result.stdout
+    assert "heaven>=2.4.3,<2.5 in pyproject.toml" in result.stdout
+
+
 def test_the_locks_install_in_a_fresh_virtualenv_and_the_tests_pass_on_them(default_project, tmp_path, figures):
     """The Dockerfile's install lines, then `make install` as the README says, in one fresh venv: each installs
     exactly its lock's versions, the service imports with the first alone, and `pytest`, with no
