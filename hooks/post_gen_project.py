@@ -32,7 +32,7 @@ if __name__ == "__main__":
     print(
         f"\nBaked {ANSWERS['project_slug']}. Next:\n"
         f"  cd {ANSWERS['project_slug']}\n"
-        "  python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'\n"
+        "  python -m venv .venv && . .venv/bin/activate && make install\n"
         "  pytest                                       # the tests, no Docker needed\n"
         f"  docker compose up -d db && python -m {ANSWERS['package_name']}.migrate"
         f" && uvicorn {ANSWERS['package_name']}.app:app\n"

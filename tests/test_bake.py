@@ -79,7 +79,7 @@ def test_every_answer_is_used(bake):
 def test_each_python_version_bakes(bake, version):
     project = bake(python_version=version)
     assert tomllib.loads((project.path / "pyproject.toml").read_text())["project"]["requires-python"] == f">={version}"
-    assert f"ARG PYTHON_VERSION={version}" in (project.path / "Dockerfile").read_text()
+    assert f"FROM python:{version}-slim" in (project.path / "Dockerfile").read_text()
     check_parses(project)
 
 

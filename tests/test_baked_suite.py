@@ -1,10 +1,16 @@
-"""The baked project's own tests pass: against the suite's Postgres, and the README's way on a fresh venv."""
+"""The baked project's own tests pass: against the suite's Postgres, and on its locked versions in a fresh venv."""
 
+import json
 import os
 import re
 import subprocess
 import sys
-import venv
+import time
+from pathlib import Path
+
+from packaging.markers import Marker
+from packaging.utils import canonicalize_name
+from test_container import instructions
 
 PYTEST = ("-m", "pytest", "-q", "-p", "no:cacheprovider")
 
@@ -29,17 +35,82 @@ def test_baked_tests_pass_with_another_context_name(bake, new_database):
     assert passed(result) >= 50
 
 
-def test_the_readme_commands_work_in_a_fresh_virtualenv(default_project, tmp_path):
-    """`pip install -e '.[dev]'` then `pytest`, with no TEST_DATABASE_URL: the tests start their own Postgres."""
-    venv.create(tmp_path / "venv", with_pip=True)
-    python = str(tmp_path / "venv" / "bin" / "python")
+# Heaven as a release that renamed an internal the App overrides would be: loaded before the tests are.
+RENAMED_IN_HEAVEN = """
+import heaven.router
+
+heaven.__version__ = "2.5.0"
+heaven.router.Routes.miss = heaven.router.Routes.unmatched
+del heaven.router.Routes.unmatched
+"""
+
+
+def test_a_heaven_that_changed_an_internal_fails_the_bake_naming_it(default_project, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(RENAMED_IN_HEAVEN)
+    result = default_project.run(
+        sys.executable,
+        *PYTEST,
+        # sitecustomize imports Heaven, and anyio with it, before pytest could rewrite anyio's plugin.
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+        "tests/test_heaven.py",
+        PYTHONPATH=os.pathsep.join([str(default_project.path / "src"), str(tmp_path)]),
+    )
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "Heaven 2.5.0: Routes.unmatched is gone" in result.stdout
+    assert "heaven>=2.4.3,<2.5 in pyproject.toml" in result.stdout
+
+
+def test_the_locks_install_in_a_fresh_virtualenv_and_the_tests_pass_on_them(default_project, tmp_path, figures):
+    """The Dockerfile's install lines, then `make install` as the README says, in one fresh venv: each installs
+    exactly its lock's versions, the service imports with the first alone, and `pytest`, with no
+    TEST_DATABASE_URL (the tests start their own Postgres), passes on the second."""
+    project = default_project.path
+    venv_dir = tmp_path / "venv"
+    python = str(venv_dir / "bin" / "python")
     environ = {k: v for k, v in os.environ.items() if k not in {"TEST_DATABASE_URL", "DATABASE_URL", "PYTHONPATH"}}
+    # The venv's commands first, once it exists; this Python's until then (for `python -m venv`).
+    environ["PATH"] = os.pathsep.join([str(venv_dir / "bin"), str(Path(sys.executable).parent), environ["PATH"]])
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [python, *args], cwd=default_project.path, env=environ, capture_output=True, text=True, timeout=600
+    def run(command: str, cwd: Path = project) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=cwd, env=environ, capture_output=True, text=True, timeout=600, check=False
         )
+        assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        return done
 
-    install = run("-m", "pip", "install", "-q", "-e", ".[dev]")
-    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
-    assert passed(run(*PYTEST)) >= 50
+    def timed(commands: list[str]) -> float:
+        started = time.perf_counter()
+        for command in commands:
+            run(command)
+        return time.perf_counter() - started
+
+    # The image's build stage, its /venv here instead.
+    steps = instructions((project / "Dockerfile").read_text())
+    build_stage = steps[: [op for op, _ in steps].index("FROM", 1)]
+    image = timed([args.replace("/venv", str(venv_dir)) for op, args in build_stage if op == "RUN"])
+    assert installed(python, run, project.name) == locked(project / "requirements.txt")
+    run(f"{python} -c 'import {default_project.package}.app'", cwd=tmp_path)  # no .env there: the defaults
+
+    makefile = (project / "Makefile").read_text()
+    install = timed([re.search(r"^install:.*\n\t(.+)$", makefile, re.M).group(1)])
+    assert installed(python, run, project.name) == locked(project / "requirements-dev.txt")
+    figures(f"runtime lock into a fresh venv (the Dockerfile's lines) {image:.1f} s; then make install {install:.1f} s")
+
+    result = subprocess.run(
+        [python, *PYTEST], cwd=project, env=environ, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert passed(result) >= 50
+
+
+def locked(lock: Path) -> dict[str, str]:
+    """{name: version} of what `lock` pins for this Python and platform."""
+    pins = re.findall(r"^([\w.-]+)==([^ \\\n]+)(?: ; ([^\\\n]+))?", lock.read_text(), re.M)
+    return {canonicalize_name(n): v for n, v, marker in pins if not marker or Marker(marker).evaluate()}
+
+
+def installed(python: str, run, project: str) -> dict[str, str]:
+    """{name: version} of what the venv holds, but for the project itself and what `python -m venv` put there."""
+    listed = json.loads(run(f"{python} -m pip list --format=json").stdout)
+    ignored = {canonicalize_name(project), "pip", "setuptools", "wheel"}
+    return {canonicalize_name(p["name"]): p["version"] for p in listed if canonicalize_name(p["name"]) not in ignored}

@@ -52,6 +52,28 @@ def test_the_image_is_multi_stage_non_root_and_healthchecked(default_project):
     assert "--no-access-log" in cmd  # the app logs each request itself, as JSON
 
 
+def test_the_image_installs_the_runtime_lock_with_hashes_required(default_project):
+    steps = instructions((default_project.path / "Dockerfile").read_text())
+    build = steps[: [op for op, _ in steps].index("FROM", 1)]
+    installs = [args for op, args in build if op == "RUN" and "pip install" in args]
+    assert any("--require-hashes -r requirements.txt" in args for args in installs), installs
+    # The project itself adds nothing the lock did not pin.
+    assert all("--no-deps" in args for args in installs if "requirements.txt" not in args), installs
+    copies = [args for op, args in build if op == "COPY"]
+    assert copies.index("requirements.txt ./") < copies.index("src ./src")  # code changes keep the deps' layer
+    # Tags written out, no ARG in them, so that Dependabot can read the base image and propose newer ones.
+    images = [args.split()[0] for op, args in steps if op == "FROM"]
+    assert images == [f"python:{default_project.answers['python_version']}-slim"] * 2
+
+
+def test_dependabot_proposes_pip_docker_and_actions_upgrades(default_project):
+    path = default_project.path / ".github" / "dependabot.yml"
+    check_schema(path, "vendor.dependabot")
+    updates = yaml.safe_load(path.read_text())["updates"]
+    assert {update["package-ecosystem"] for update in updates} == {"pip", "docker", "github-actions"}
+    assert all(update["directory"] == "/" for update in updates)
+
+
 def test_no_secret_goes_into_the_image(default_project):
     dockerfile = (default_project.path / "Dockerfile").read_text()
     for op, args in instructions(dockerfile):
@@ -112,7 +134,7 @@ def test_ci_workflow_is_valid_and_lints_and_tests_against_postgres(bake):
     path = project.path / ".github" / "workflows" / "ci.yml"
     check_schema(path, "vendor.github-workflows")
     workflow = yaml.safe_load(path.read_text())
-    (job,) = workflow["jobs"].values()
+    job = workflow["jobs"]["test"]
     assert job["services"]["postgres"]["image"] == "postgres:15"
     assert "pg_isready" in job["services"]["postgres"]["options"]
     assert job["env"]["TEST_DATABASE_URL"].startswith("postgresql://")
@@ -120,11 +142,19 @@ def test_ci_workflow_is_valid_and_lints_and_tests_against_postgres(bake):
     setup = next(step for step in steps if step.get("uses", "").startswith("actions/setup-python"))
     assert setup["with"]["python-version"] == "3.12"
     commands = " && ".join(step["run"] for step in steps if "run" in step)
-    for command in ("pip install -e '.[dev]'", "ruff check .", "ruff format --check .", "pytest"):
+    for command in (
+        "pip install --require-hashes -r requirements-dev.txt",
+        "make lock && git diff --exit-code requirements.txt requirements-dev.txt",
+        "ruff check .",
+        "ruff format --check .",
+        "pytest",
+    ):
         assert command in commands, command
+    image = " && ".join(step["run"] for step in workflow["jobs"]["image"]["steps"] if "run" in step)
+    assert "docker build" in image and f"import {project.package}.app" in image
 
 
-TARGETS = ["up", "down", "migrate", "dev", "test", "lint", "fmt"]
+TARGETS = ["install", "lock", "upgrade", "up", "down", "migrate", "dev", "test", "lint", "fmt"]
 
 
 @needs(shutil.which("make"), "make")
@@ -137,6 +167,8 @@ def test_the_makefile_has_every_everyday_command(default_project):
     assert dry.returncode == 0, dry.stderr
     assert f"python -m {default_project.package}.dev" in dry.stdout
     assert f"python -m {default_project.package}.migrate" in dry.stdout
+    assert "pip install --require-hashes -r requirements-dev.txt" in dry.stdout
+    assert dry.stdout.count("uv pip compile pyproject.toml --quiet --universal --python-version 3.11") == 4
 
 
 def test_pre_commit_runs_ruff(default_project):
