@@ -11,11 +11,14 @@ from heaven.constants import DEFAULT
 from heaven.docs import get_docs_html
 from msgspec import UNSET, Struct, UnsetType
 
+from .resources import Id
+
 TITLE = "{{ cookiecutter.project_slug }}"
 ROUTE = "/docs"
 JSON_ROUTE = f"{ROUTE}/openapi.json"
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE"}
 _REF = "#/components/schemas/{name}"
+_ID_SCHEMA = msgspec.json.schema(Id)
 
 
 class Error(Struct):
@@ -137,12 +140,16 @@ def install(app) -> None:
 
 
 def _path(route: str) -> tuple[str, list[dict]]:
-    # Heaven's `/users/:id:int` is OpenAPI's `/users/{id}` with an integer path parameter.
+    # Heaven's `/users/:id` is OpenAPI's `/users/{id}` with a path parameter: an id (resources.path_id
+    # reads it) when it is named `id` or `<thing>_id`, an integer for Heaven's `:n:int`, else a string.
     segments, parameters = [], []
     for segment in route.split("/"):
         if segment.startswith(":"):
             name, _, kind = segment[1:].partition(":")
-            schema = {"type": "integer"} if kind == "int" else {"type": "string"}
+            if not kind and (name == "id" or name.endswith("_id")):
+                schema = _ID_SCHEMA
+            else:
+                schema = {"type": "integer"} if kind == "int" else {"type": "string"}
             parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
             segment = "{" + name + "}"
         segments.append(segment)
