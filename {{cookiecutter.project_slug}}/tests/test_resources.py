@@ -1,8 +1,9 @@
-"""What every resource shares, as /users shows it over real HTTP: ids that are plain digits, emails stored
-normalized, and text patterns that the service (Python's re) and the OpenAPI document's readers
-(ECMA-262, JSON Schema's dialect) read alike."""
+"""What every resource shares, as /users shows it over real HTTP: ids that are plain digits, bodies that
+must be sent as JSON, emails stored normalized, and text patterns that the service (Python's re) and
+the OpenAPI document's readers (ECMA-262, JSON Schema's dialect) read alike."""
 
 import functools
+import json
 import re
 import unicodedata
 
@@ -78,6 +79,61 @@ def test_the_document_describes_an_id_as_the_service_reads_it():
             for parameter in operation.get("parameters", ()):
                 if parameter["in"] == "path" and parameter["name"] == "id":
                     assert parameter["schema"] == {"type": "integer", "minimum": 1, "maximum": MAX_ID}, path
+
+
+# --- bodies sent as JSON -------------------------------------------------------------------------------------------
+
+NOT_JSON = [
+    None,
+    "text/plain",
+    "text/plain; charset=utf-8",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/jsonx",
+    "application/json-seq",
+    "application/+json",
+    "text/json",
+    "application/xml",
+    "application/j\u017fon",  # a long s, which Unicode case folding would read as "s"
+]
+JSON = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "Application/JSON ; charset=UTF-8",
+    "application/merge-patch+json",
+    "application/vnd.example.user.v1+json",
+]
+
+
+def headers(content_type: str | None) -> dict:
+    return {} if content_type is None else {"content-type": content_type.encode()}
+
+
+@pytest.mark.parametrize("content_type", NOT_JSON)
+async def test_a_body_not_sent_as_json_is_415(client, conn, content_type):
+    body = json.dumps({"email": "csrf@example.com", "name": "Forged"}).encode()
+    response = await client.post("/users", content=body, headers=headers(content_type))
+    assert response.status_code == 415, response.text
+    assert response.json()["error"] == "unsupported_media_type"
+    user_id = await conn.fetchval("INSERT INTO users (email, name) VALUES ('kept@example.com', 'Kept') RETURNING id")
+    response = await client.patch(f"/users/{user_id}", content=b'{"name": "Forged"}', headers=headers(content_type))
+    assert response.status_code == 415, response.text
+    assert await conn.fetchval("SELECT array_agg(name) FROM users") == ["Kept"]
+
+
+async def test_a_repeated_content_type_is_415(client):
+    body = b'{"email": "twice@example.com", "name": "Twice"}'
+    twice = [("content-type", "application/json"), ("content-type", "text/plain")]
+    assert (await client.post("/users", content=body, headers=twice)).status_code == 415
+
+
+@pytest.mark.parametrize("content_type", JSON)
+async def test_json_and_json_suffixed_media_types_are_read(client, content_type):
+    body = json.dumps({"email": "typed@example.com", "name": "Typed"}).encode()
+    created = await client.post("/users", content=body, headers=headers(content_type))
+    assert created.status_code == 201, created.text
+    patched = await client.patch(created.headers["location"], content=b'{"name": "P"}', headers=headers(content_type))
+    assert patched.status_code == 200, patched.text
 
 
 # --- emails and text -----------------------------------------------------------------------------------------------

@@ -23,6 +23,11 @@ T = TypeVar("T")
 
 _encode = msgspec.json.Encoder().encode
 _JSON = ("Content-Type", "application/json")
+# A body read as JSON must say it is JSON: browsers send text/plain, form and multipart bodies to any
+# site without asking it first (no CORS preflight), so reading those as JSON would let any web page
+# post here on its visitors' behalf. `+json` types (application/merge-patch+json...) are JSON too.
+# ASCII only: with Unicode case folding, "json" spelt with U+017F (a long s) would pass.
+_JSON_MEDIA_TYPE = re.compile(r"application/(?:[-!#$%&'*+.^_`|~0-9a-z]+\+)?json", re.ASCII | re.IGNORECASE)
 
 
 class HTTPError(Exception):
@@ -47,7 +52,13 @@ def send(res, body: Any, status: int = 200) -> None:
 
 
 def read(req, decode: Callable[[bytes], T]) -> T:
-    """Decode the request body with a msgspec decoder: 400 when it is not JSON, 422 when it is the wrong shape."""
+    """Decode the request body with a msgspec decoder: 415 when it is not sent as JSON (Content-Type
+    `application/json` or `application/<x>+json`), 400 when it is not JSON, 422 when it is the wrong shape."""
+    media_type = req.headers.get("content-type")  # a str, or a list when the header is repeated
+    if media_type != "application/json" and not (
+        isinstance(media_type, str) and _JSON_MEDIA_TYPE.fullmatch(media_type.partition(";")[0].strip(" \t"))
+    ):
+        raise HTTPError(415, "unsupported_media_type", "send the body as JSON, with Content-Type: application/json")
     try:
         return decode(req.body)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: keep it first
