@@ -101,7 +101,8 @@ class App(Router):
       a database (Heaven itself logs the failure and reports success). Daemons start after it.
     - An exception escaping a handler becomes a JSON error: its own status for an HTTPError, 500
       for anything else, logged with its traceback and sent to the client only in debug.
-    - 404, 405 and 413 answered by Heaven's router are JSON as well.
+    - 404, 405 and 413 answered by Heaven's router are JSON as well, and so is the 400 of a header
+      that is not UTF-8, which Heaven cannot read.
     - With `access_log`, each request a handler answers is logged as one JSON line (logs.py).
     - `provide(key, value)` puts a value on every request's context, as a `BEFORE('/*')` hook
       would, at a fraction of a hook's cost.
@@ -125,7 +126,16 @@ class App(Router):
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
-        return await super().__call__(scope, receive, send)
+        try:
+            return await super().__call__(scope, receive, send)
+        except UnicodeDecodeError:
+            # Heaven decodes every header as UTF-8 before it routes; HTTP lets a header carry other
+            # bytes, and one such header would be a 500 for the client and a traceback in the log.
+            if scope["type"] != "http" or not _undecodable_header(scope):
+                raise
+        error = {"error": "malformed_header", "detail": "a header is not UTF-8"}
+        await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": _encode(error)})
 
     async def _lifespan(self, receive, send) -> None:
         await receive()  # lifespan.startup
@@ -144,6 +154,15 @@ class App(Router):
         except Exception:
             log.exception("shutdown failed")
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _undecodable_header(scope) -> bool:
+    try:
+        for name, value in scope["headers"]:
+            name.decode(), value.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 async def _run_all(hooks, app) -> None:
