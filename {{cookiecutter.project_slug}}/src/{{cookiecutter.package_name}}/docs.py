@@ -37,6 +37,8 @@ class Operation(Struct, frozen=True):
 
 # Any handler may fail (500), and any that reads the database may find it away (503).
 DEFAULT_RESPONSES = {500: Error, 503: Error}
+# Any handler that reads a body with web.read may find it not JSON (400), too big (413) or not sent as JSON (415).
+BODY_RESPONSES = {400: Error, 413: Error, 415: Error}
 
 
 def documented(*, body: Any = None, query: Any = None, responses: dict[int, Any]):
@@ -60,7 +62,8 @@ def openapi(app) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route `app` documents (Heaven's discover())."""
     entries = [e for e in app.discover(DEFAULT) if e["method"] in METHODS and e["documented"]]
     operations = [getattr(e["handler"], "openapi", None) or Operation() for e in entries]
-    types = [t for op in operations for t in (op.body, op.query, *op.responses.values()) if t is not None]
+    # Error first: the responses every operation gets (DEFAULT_RESPONSES) need its schema too.
+    types = [Error, *(t for op in operations for t in (op.body, op.query, *op.responses.values()) if t is not None)]
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     schema_of = {id(t): schema for t, schema in zip(types, schemas, strict=True)}
     for name in {op.query.__name__ for op in operations if op.query is not None}:
@@ -77,7 +80,7 @@ def openapi(app) -> dict[str, Any]:
             "summary": summary,
             "responses": {
                 str(status): _response(status, None if kind is None else schema_of[id(kind)])
-                for status, kind in sorted({**DEFAULT_RESPONSES, **op.responses}.items())
+                for status, kind in sorted({**DEFAULT_RESPONSES, **_body_responses(op), **op.responses}.items())
             },
         }
         if description.strip():
@@ -154,6 +157,10 @@ def _path(route: str) -> tuple[str, list[dict]]:
             segment = "{" + name + "}"
         segments.append(segment)
     return "/".join(segments), parameters
+
+
+def _body_responses(operation: Operation) -> dict[int, Any]:
+    return BODY_RESPONSES if operation.body is not None else {}
 
 
 def _query_parameters(struct: type[Struct]) -> list[dict]:
