@@ -8,7 +8,7 @@ from msgspec import Meta, Struct
 from .web import HTTPError
 
 MAX_ID = 2**63 - 1  # ids are bigint; a larger one can name no row
-MAX_ID_DIGITS = len(str(MAX_ID))
+_MAX_ID_DIGITS = len(str(MAX_ID))
 
 Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
 
@@ -23,7 +23,7 @@ def path_id(req, resource: str, name: str = "id") -> int:
     """
     text = req.params[name]
     # isdigit() alone would accept other scripts' digits, and int() signs, spaces and underscores too.
-    if text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= MAX_ID_DIGITS:
+    if text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= _MAX_ID_DIGITS:
         value = int(text)
         if value <= MAX_ID:
             return value
