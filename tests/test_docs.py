@@ -7,6 +7,7 @@ import sys
 
 import httpx
 import pytest
+import regress
 from conftest import needs
 from openapi_spec_validator import validate
 
@@ -56,6 +57,14 @@ def test_the_openapi_document_is_valid_and_carries_the_structs(running):
     assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/NewUser"}
     assert post["responses"]["201"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/User"}
     assert post["responses"]["409"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert set(post["responses"]) >= {"400", "413", "415", "422"}
+    (user_id,) = document["paths"]["/users/{id}"]["get"]["parameters"]
+    assert user_id["schema"] == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+    # Each pattern is ECMA-262, as JSON Schema reads it (the baked suite checks that Python's re agrees).
+    email, name = (regress.Regex(schemas["NewUser"]["properties"][f]["pattern"], "u") for f in ("email", "name"))
+    assert email.find("ada@example.com") and email.find(" ada@example.com\n")  # spaces around are trimmed
+    assert not email.find("ada\ufeff@example.com") and not email.find("ada@example.com\nbob@example.com")
+    assert name.find("Ada") and not name.find("Ada\n")
 
 
 @needs(CHROMIUM, "chromium")

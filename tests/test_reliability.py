@@ -518,6 +518,7 @@ HOSTILE_EMAILS = [
     "NULL@example.com",
 ]
 LONG = "9" * 5000
+JSON_BODY = {"content-type": "application/json"}
 # (what, method, path, body): each must be a 4xx JSON error. {id} is a user that exists.
 BAD_REQUESTS = [
     ("malformed JSON", "POST", "/users", b"{oops"),
@@ -544,6 +545,15 @@ BAD_REQUESTS = [
         for raw in ["1.5", "abc", "-1", "0", "9223372036854775808", LONG, "%00", "%ff", "1%2F2", "1;DROP"]
         for method in ("GET", "PATCH", "DELETE")
     ),
+    # The seeded user's id, written otherwise than in plain digits: each names nothing.
+    *(
+        (f"id {raw}", method, f"/users/{raw}", b'{"name": "Twisted"}')
+        for raw in ["+{id}", "0{id}", "{id}_0", "%20{id}", "{id}%0A", "%D9%A1", "%EF%BC%91"]
+        for method in ("GET", "PATCH", "DELETE")
+    ),
+    ("name with a final newline", "POST", "/users", b'{"email": "nl@example.com", "name": "Nl\\n"}'),
+    ("email with a BOM", "POST", "/users", b'{"email": "bom\\ufeff@example.com", "name": "Bom"}'),
+    ("email with NEL", "POST", "/users", b'{"email": "nel\\u0085@example.com", "name": "Nel"}'),
     *(
         (f"query {query}", "GET", f"/users?{query}", b"")
         for query in [
@@ -591,7 +601,7 @@ async def test_hostile_input_gets_4xx_json_and_leaves_the_table_intact(default_p
             answers[what, method] = await connection.request(method, path.format(id=victim), body)
         finally:
             connection.close()
-    async with httpx.AsyncClient(base_url=svc.url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=svc.url, timeout=10, headers=JSON_BODY) as http:
         padded = json.dumps({"email": "big@example.com", "name": "Big"}).encode()
         at_the_limit = padded[:-1] + b" " * (MAX_BODY - len(padded)) + b"}"
         too_big = await http.post("/users", content=at_the_limit + b" ")
@@ -657,6 +667,14 @@ def encoded(draw, values) -> bytes:
 ids = (
     st.integers(-(2**70), 2**70).map(str) | st.sampled_from(["1", "2", "3"]) | any_text.map(lambda t: quote(t, safe=""))
 )
+# A seeded user's id written otherwise than in plain digits: signed, padded, spaced, with an underscore, or
+# in other scripts' digits (Arabic-Indic, fullwidth, mathematical bold), which Python's int() reads.
+twisted_ids = st.builds(
+    "{}{}{}".format,
+    st.sampled_from(["", "+", "0", "00", "-", "%20", "%2B", "%09"]),
+    st.sampled_from(["1", "2", "3", "%D9%A1", "%EF%BC%92", "%F0%9D%9F%91"]),
+    st.sampled_from(["", "%20", "%0A", ".0", "_0", "%00"]),
+).filter(lambda raw: raw not in {"1", "2", "3"})
 queries = st.lists(
     st.tuples(st.sampled_from(["limit", "after", "x"]) | any_text, st.integers().map(str) | any_text), max_size=3
 ).map(
@@ -664,39 +682,112 @@ queries = st.lists(
         [(k.encode("utf-8", "surrogatepass"), v.encode("utf-8", "surrogatepass")) for k, v in pairs]
     )
 )
-requests = st.one_of(
-    st.tuples(st.just("POST"), st.just("/users"), encoded(user_bodies) | st.binary(max_size=200)),
-    st.tuples(st.just("PATCH"), ids.map("/users/{}".format), encoded(user_bodies)),
-    st.tuples(st.sampled_from(["GET", "DELETE"]), ids.map("/users/{}".format), st.just(b"")),
-    st.tuples(st.just("GET"), queries.map("/users?{}".format), st.just(b"")),
+JSON_TYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "APPLICATION/JSON",
+    "application/merge-patch+json",
+    "application/vnd.example+json",
+]
+OTHER_TYPES = [
+    "text/plain",
+    "text/plain;charset=UTF-8",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=b",
+    "application/jsonp",
+    "text/json",
+]
+# Besides those, any header value a client can send: visible ASCII and bytes over 0x7f, often not UTF-8.
+content_types = (
+    st.sampled_from(JSON_TYPES)
+    | st.sampled_from(OTHER_TYPES)
+    | st.none()
+    | st.lists(st.integers(0x21, 0xFF).filter(lambda b: b != 0x7F), min_size=1, max_size=20).map(bytes)
 )
+json_types = st.sampled_from(JSON_TYPES)
+
+
+def answer_to(content_type: str | bytes | None) -> int | None:
+    """What any request with a body sent with this Content-Type gets, whatever the body; None: the body decides."""
+    if isinstance(content_type, bytes):
+        try:
+            content_type.decode()
+        except UnicodeDecodeError:
+            return 400  # a header that is not UTF-8
+    return None if content_type in JSON_TYPES else 415
+
+
+# (method, path, body, Content-Type, the status it must get or None)
+requests = st.one_of(
+    st.builds(
+        lambda body, kind: ("POST", "/users", body, kind, answer_to(kind)),
+        encoded(user_bodies) | st.binary(max_size=200),
+        content_types,
+    ),
+    st.builds(
+        lambda path, body, kind: ("PATCH", path, body, kind, answer_to(kind)),
+        st.sampled_from(["/users/1", "/users/2", "/users/3"]),
+        encoded(user_bodies),
+        content_types,
+    ),
+    st.tuples(st.just("PATCH"), ids.map("/users/{}".format), encoded(user_bodies), json_types, st.none()),
+    st.tuples(st.sampled_from(["GET", "DELETE"]), ids.map("/users/{}".format), st.just(b""), st.none(), st.none()),
+    st.tuples(st.just("GET"), queries.map("/users?{}".format), st.just(b""), st.none(), st.none()),
+    st.tuples(
+        st.sampled_from(["GET", "PATCH", "DELETE"]),
+        twisted_ids.map("/users/{}".format),
+        encoded(user_bodies),
+        json_types,
+        st.just(404),
+    ),
+)
+# Spaces that may stand around an address, and ways to change its case: each spelling is the same account.
+spaces = st.lists(st.sampled_from([" ", "\t", "\n", "\r\n", "\x0b", "\x85", "\xa0", "\u2028", "\u3000"]), max_size=3)
+cases = st.sampled_from([str.upper, str.lower, str.swapcase, str.title])
 
 
 def test_generated_requests_never_get_a_5xx(default_project, database, service, figures):
     svc = service(default_project, database, **POOL)
     seed(svc.url, 3)
     statuses: Counter = Counter()
-
-    @settings(
+    examples = settings(
         max_examples=400,
         deadline=None,
         database=None,
         derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(requests)
-    def no_5xx(request) -> None:
-        method, path, body = request
-        response = http.request(method, path, content=body, headers={"content-type": "application/json"})
+
+    def request(method: str, path: str, **kwargs) -> httpx.Response:
+        response = http.request(method, path, **kwargs)
         statuses[response.status_code] += 1
-        assert response.status_code < 500, (method, path, body, response.text)
+        assert response.status_code < 500, (method, path, kwargs, response.text)
         assert response.status_code == 204 or response.headers["content-type"] == "application/json"
+        return response
+
+    @examples
+    @given(requests)
+    def no_5xx(generated) -> None:
+        method, path, body, content_type, expected = generated
+        headers = {} if content_type is None else {"content-type": content_type}
+        response = request(method, path, content=body, headers=headers)
+        assert expected is None or response.status_code == expected, (generated, response.text)
+
+    @settings(examples, max_examples=150)
+    @given(st.emails().filter(lambda email: len(email) <= 240), spaces, spaces, cases)
+    def one_account_per_address(email, before, after, case) -> None:
+        first = request("POST", "/users", json={"email": email, "name": "First"})
+        assert first.status_code in (201, 409), (email, first.text)  # 409: made by an earlier example
+        spelt = "".join(before) + case(email) + "".join(after)
+        assert request("POST", "/users", json={"email": spelt, "name": "Second"}).status_code == 409, spelt
 
     with httpx.Client(base_url=svc.url, timeout=10) as http:
         no_5xx()
+        one_account_per_address()
     assert "unhandled error" not in svc.output
     figures(
-        f"generated input (Hypothesis): {sum(statuses.values())} requests -> {dict(sorted(statuses.items()))}, 0 5xx"
+        f"generated input (Hypothesis): {sum(statuses.values())} requests -> {dict(sorted(statuses.items()))}, 0 5xx; "
+        "every body not sent as JSON 415, every id not in plain digits 404, every spelling of a taken address 409"
     )
 
 

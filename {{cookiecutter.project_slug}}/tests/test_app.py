@@ -1,5 +1,5 @@
 """The app as uvicorn runs it: refuses to start without its database, and says why in one line;
-runs the hooks added to it, with the database on their context."""
+runs the hooks added to it, with the database on their context; answers JSON to what Heaven cannot read."""
 
 import asyncio
 import os
@@ -102,3 +102,12 @@ async def test_daemons_start_once_the_database_is_up(new_app, serve, conn):
     await serve(app=app)
     await asyncio.wait_for(ran.wait(), 5)
     assert seen == [2]
+
+
+async def test_a_header_that_is_not_utf8_is_a_json_400(client):
+    # HTTP lets a header carry any byte but controls; Heaven reads every header as UTF-8.
+    for name in ("user-agent", "content-type"):
+        response = await client.post("/users", json={"email": "h@example.com", "name": "H"}, headers={name: b"x\xff"})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "malformed_header"
+    assert (await client.get("/health", headers={"x-note": "caf\u00e9".encode()})).status_code == 200

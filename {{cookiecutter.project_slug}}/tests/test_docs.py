@@ -47,6 +47,7 @@ async def test_bodies_and_answers_are_the_structs_schemas(client):
     assert answer("/users", "get", "200") == {"type": "array", "items": {"$ref": "#/components/schemas/User"}}
     assert body("/users/{id}", "patch") == {"$ref": "#/components/schemas/UserPatch"}
     assert answer("/users/{id}", "get", "404") == {"$ref": "#/components/schemas/Error"}
+    assert answer("/users/{id}", "patch", "415") == {"$ref": "#/components/schemas/Error"}  # added for any body
     assert "content" not in document["paths"]["/users/{id}"]["delete"]["responses"]["204"]
     parameters = {p["name"]: p for p in document["paths"]["/users"]["get"]["parameters"]}
     assert parameters["limit"]["schema"]["maximum"] == 100

@@ -11,11 +11,14 @@ from heaven.constants import DEFAULT
 from heaven.docs import get_docs_html
 from msgspec import UNSET, Struct, UnsetType
 
+from .resources import Id
+
 TITLE = "{{ cookiecutter.project_slug }}"
 ROUTE = "/docs"
 JSON_ROUTE = f"{ROUTE}/openapi.json"
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE"}
 _REF = "#/components/schemas/{name}"
+_ID_SCHEMA = msgspec.json.schema(Id)
 
 
 class Error(Struct):
@@ -34,6 +37,8 @@ class Operation(Struct, frozen=True):
 
 # Any handler may fail (500), and any that reads the database may find it away (503).
 DEFAULT_RESPONSES = {500: Error, 503: Error}
+# Any handler that reads a body with web.read may find it not JSON (400), too big (413) or not sent as JSON (415).
+BODY_RESPONSES = {400: Error, 413: Error, 415: Error}
 
 
 def documented(*, body: Any = None, query: Any = None, responses: dict[int, Any]):
@@ -57,7 +62,8 @@ def openapi(app) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route `app` documents (Heaven's discover())."""
     entries = [e for e in app.discover(DEFAULT) if e["method"] in METHODS and e["documented"]]
     operations = [getattr(e["handler"], "openapi", None) or Operation() for e in entries]
-    types = [t for op in operations for t in (op.body, op.query, *op.responses.values()) if t is not None]
+    # Error first: the responses every operation gets (DEFAULT_RESPONSES) need its schema too.
+    types = [Error, *(t for op in operations for t in (op.body, op.query, *op.responses.values()) if t is not None)]
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     schema_of = {id(t): schema for t, schema in zip(types, schemas, strict=True)}
     for name in {op.query.__name__ for op in operations if op.query is not None}:
@@ -74,7 +80,7 @@ def openapi(app) -> dict[str, Any]:
             "summary": summary,
             "responses": {
                 str(status): _response(status, None if kind is None else schema_of[id(kind)])
-                for status, kind in sorted({**DEFAULT_RESPONSES, **op.responses}.items())
+                for status, kind in sorted({**DEFAULT_RESPONSES, **_body_responses(op), **op.responses}.items())
             },
         }
         if description.strip():
@@ -137,16 +143,24 @@ def install(app) -> None:
 
 
 def _path(route: str) -> tuple[str, list[dict]]:
-    # Heaven's `/users/:id:int` is OpenAPI's `/users/{id}` with an integer path parameter.
+    # Heaven's `/users/:id` is OpenAPI's `/users/{id}` with a path parameter: an id (resources.path_id
+    # reads it) when it is named `id` or `<thing>_id`, an integer for Heaven's `:n:int`, else a string.
     segments, parameters = [], []
     for segment in route.split("/"):
         if segment.startswith(":"):
             name, _, kind = segment[1:].partition(":")
-            schema = {"type": "integer"} if kind == "int" else {"type": "string"}
+            if not kind and (name == "id" or name.endswith("_id")):
+                schema = _ID_SCHEMA
+            else:
+                schema = {"type": "integer"} if kind == "int" else {"type": "string"}
             parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
             segment = "{" + name + "}"
         segments.append(segment)
     return "/".join(segments), parameters
+
+
+def _body_responses(operation: Operation) -> dict[int, Any]:
+    return BODY_RESPONSES if operation.body is not None else {}
 
 
 def _query_parameters(struct: type[Struct]) -> list[dict]:

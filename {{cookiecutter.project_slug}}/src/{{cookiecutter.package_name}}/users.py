@@ -1,21 +1,15 @@
 """Users: the shapes, the SQL and the handlers of /users."""
 
 from datetime import datetime
-from typing import Annotated
 
 import asyncpg
 import msgspec
-from msgspec import UNSET, Meta, Struct, UnsetType
+from msgspec import UNSET, Struct, UnsetType
 
 from .docs import Error, documented
 from .postgres import DB
+from .resources import Email, Name, Page, normal_email, not_found, path_id
 from .web import HTTPError, read, read_query, send
-
-MAX_ID = 2**63 - 1  # ids are bigint; a larger one can name no row
-# No whitespace or control characters (Postgres text cannot hold NUL), one @, a dot in the domain.
-_PART = r"[^@\s\x00-\x1f\x7f]+"
-Email = Annotated[str, Meta(pattern=rf"^{_PART}@{_PART}\.{_PART}$", max_length=254)]
-Name = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]+$", min_length=1, max_length=100)]
 
 
 class User(Struct):
@@ -35,6 +29,9 @@ class NewUser(Struct, forbid_unknown_fields=True):
     name: Name
     is_active: bool = True
 
+    def __post_init__(self) -> None:
+        self.email = normal_email(self.email)
+
 
 class UserPatch(Struct, forbid_unknown_fields=True):
     """The body of PATCH /users/:id: the fields to change."""
@@ -43,12 +40,9 @@ class UserPatch(Struct, forbid_unknown_fields=True):
     name: Name | UnsetType = UNSET
     is_active: bool | UnsetType = UNSET
 
-
-class UserPage(Struct):
-    """The query of GET /users: a page of users in id order."""
-
-    limit: Annotated[int, Meta(ge=1, le=100, description="users per page")] = 20
-    after: Annotated[int, Meta(ge=0, le=MAX_ID, description="the last id of the previous page")] = 0
+    def __post_init__(self) -> None:
+        if self.email is not UNSET:
+            self.email = normal_email(self.email)
 
 
 decode_new_user = msgspec.json.Decoder(NewUser).decode
@@ -66,10 +60,10 @@ WHERE id = $1 RETURNING {COLUMNS}
 DELETE_USER = "DELETE FROM users WHERE id = $1"
 
 
-@documented(query=UserPage, responses={200: list[User], 422: Error})
+@documented(query=Page, responses={200: list[User], 422: Error})
 async def list_users(req, res, ctx):
     """Users in id order, a page at a time: pass the last id you saw as `after` for the next page."""
-    page = read_query(req, UserPage)
+    page = read_query(req, Page)
     send(res, await ctx.peek(DB).fetch(SELECT_USERS, page.after, page.limit, bind=User))
 
 
@@ -122,20 +116,17 @@ def install(app) -> None:
     """Register the /users routes on `app`."""
     app.GET("/users", list_users)
     app.POST("/users", create_user)
-    app.GET("/users/:id:int", get_user)
-    app.PATCH("/users/:id:int", update_user)
-    app.DELETE("/users/:id:int", delete_user)
+    app.GET("/users/:id", get_user)
+    app.PATCH("/users/:id", update_user)
+    app.DELETE("/users/:id", delete_user)
 
 
 def _user_id(req) -> int:
-    user_id = req.params["id"]
-    if not 0 < user_id <= MAX_ID:
-        raise _missing(req)
-    return user_id
+    return path_id(req, "user")
 
 
 def _missing(req) -> HTTPError:
-    return HTTPError(404, "not_found", f"no user with id {req.params['id']}")
+    return not_found("user", req.params["id"])
 
 
 def _taken(email: str) -> HTTPError:

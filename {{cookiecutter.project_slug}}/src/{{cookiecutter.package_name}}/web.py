@@ -23,6 +23,11 @@ T = TypeVar("T")
 
 _encode = msgspec.json.Encoder().encode
 _JSON = ("Content-Type", "application/json")
+# A body read as JSON must say it is JSON: browsers send text/plain, form and multipart bodies to any
+# site without asking it first (no CORS preflight), so reading those as JSON would let any web page
+# post here on its visitors' behalf. `+json` types (application/merge-patch+json...) are JSON too.
+# ASCII only: with Unicode case folding, "json" spelt with U+017F (a long s) would pass.
+_JSON_MEDIA_TYPE = re.compile(r"application/(?:[-!#$%&'*+.^_`|~0-9a-z]+\+)?json", re.ASCII | re.IGNORECASE)
 
 
 class HTTPError(Exception):
@@ -47,7 +52,13 @@ def send(res, body: Any, status: int = 200) -> None:
 
 
 def read(req, decode: Callable[[bytes], T]) -> T:
-    """Decode the request body with a msgspec decoder: 400 when it is not JSON, 422 when it is the wrong shape."""
+    """Decode the request body with a msgspec decoder: 415 when it is not sent as JSON (Content-Type
+    `application/json` or `application/<x>+json`), 400 when it is not JSON, 422 when it is the wrong shape."""
+    media_type = req.headers.get("content-type")  # a str, or a list when the header is repeated
+    if media_type != "application/json" and not (
+        isinstance(media_type, str) and _JSON_MEDIA_TYPE.fullmatch(media_type.partition(";")[0].strip(" \t"))
+    ):
+        raise HTTPError(415, "unsupported_media_type", "send the body as JSON, with Content-Type: application/json")
     try:
         return decode(req.body)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: keep it first
@@ -90,7 +101,8 @@ class App(Router):
       a database (Heaven itself logs the failure and reports success). Daemons start after it.
     - An exception escaping a handler becomes a JSON error: its own status for an HTTPError, 500
       for anything else, logged with its traceback and sent to the client only in debug.
-    - 404, 405 and 413 answered by Heaven's router are JSON as well.
+    - 404, 405 and 413 answered by Heaven's router are JSON as well, and so is the 400 of a header
+      that is not UTF-8, which Heaven cannot read.
     - With `access_log`, each request a handler answers is logged as one JSON line (logs.py).
     - `provide(key, value)` puts a value on every request's context, as a `BEFORE('/*')` hook
       would, at a fraction of a hook's cost.
@@ -116,7 +128,16 @@ class App(Router):
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
-        return await super().__call__(scope, receive, send)
+        try:
+            return await super().__call__(scope, receive, send)
+        except UnicodeDecodeError:
+            # Heaven decodes every header as UTF-8 before it routes; HTTP lets a header carry other
+            # bytes, and one such header would be a 500 for the client and a traceback in the log.
+            if scope["type"] != "http" or not _undecodable_header(scope):
+                raise
+        error = {"error": "malformed_header", "detail": "a header is not UTF-8"}
+        await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": _encode(error)})
 
     async def _lifespan(self, receive, send) -> None:
         await receive()  # lifespan.startup
@@ -135,6 +156,15 @@ class App(Router):
         except Exception:
             log.exception("shutdown failed")
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _undecodable_header(scope) -> bool:
+    try:
+        for name, value in scope["headers"]:
+            name.decode(), value.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 async def _run_all(hooks, app) -> None:

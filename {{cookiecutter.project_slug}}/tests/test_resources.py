@@ -1,0 +1,288 @@
+"""What every resource shares, as /users shows it over real HTTP: ids that are plain digits, bodies that
+must be sent as JSON, emails stored normalized, and text patterns that the service (Python's re) and
+the OpenAPI document's readers (ECMA-262, JSON Schema's dialect) read alike."""
+
+import functools
+import json
+import re
+import unicodedata
+
+import msgspec
+import pytest
+import regress
+from heaven.constants import DEFAULT
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.docs import openapi
+from {{ cookiecutter.package_name }}.resources import MAX_ID, Email, Name, Text, normal_email
+from {{ cookiecutter.package_name }}.settings import Settings
+
+APP = create_app(Settings())  # builds the routes; connects to nothing
+DOCUMENT = openapi(APP)
+MULTILINE = Text(1000, multiline=True)
+
+
+def pattern_of(kind) -> str:
+    return msgspec.json.schema(kind)["pattern"]
+
+
+def patterns_in(node) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["pattern"]} if isinstance(node.get("pattern"), str) else set()
+        return found.union(*(patterns_in(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(patterns_in(value) for value in node))
+    return set()
+
+
+# Every pattern the document shows, and the multiline Text no route uses yet.
+PATTERNS = sorted(patterns_in(DOCUMENT) | {pattern_of(MULTILINE)})
+PATTERN_IDS = [f"pattern{n}" for n in range(len(PATTERNS))]
+
+
+def accepts(kind, text: str) -> bool:
+    try:
+        msgspec.convert(text, kind)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+# --- ids in the path -----------------------------------------------------------------------------------------------
+
+
+async def test_an_id_is_plain_ascii_digits_or_it_names_nothing(client, conn):
+    # Ids 3 and 581 exist, so that an id read any other way than as plain digits would find one of them.
+    await conn.execute(
+        "INSERT INTO users (id, email, name) OVERRIDING SYSTEM VALUE VALUES (3, 'c@example.com', 'C'), "
+        "(581, 'e@example.com', 'E')"
+    )
+    assert (await client.get("/users/581")).status_code == 200
+    assert (await client.get("/users/3")).status_code == 200
+    twisted = ["+581", "0581", "00581", "5_81", "%20581", "581%20", "%2B581", "%D9%A3", "%D9%A5%D9%A8%D9%A1"]
+    twisted += ["%EF%BC%95%EF%BC%98%EF%BC%91", "581.0", "0x245", "%0A581", "581%0A", "-0", str(MAX_ID + 1)]
+    for method in ("GET", "PATCH", "DELETE"):
+        for raw in twisted:
+            response = await client.request(method, f"/users/{raw}", json={"name": "Twisted"})
+            assert response.status_code == 404, (method, raw, response.text)
+            assert response.json()["error"] == "not_found"
+    assert await conn.fetchval("SELECT count(*) FROM users WHERE name = 'Twisted'") == 0
+    assert await conn.fetchval("SELECT count(*) FROM users") == 2
+    assert (await client.get(f"/users/{MAX_ID}")).status_code == 404
+
+
+def test_the_document_describes_an_id_as_the_service_reads_it():
+    for path, methods in DOCUMENT["paths"].items():
+        for operation in methods.values():
+            for parameter in operation.get("parameters", ()):
+                if parameter["in"] == "path" and parameter["name"] == "id":
+                    assert parameter["schema"] == {"type": "integer", "minimum": 1, "maximum": MAX_ID}, path
+
+
+# --- bodies sent as JSON -------------------------------------------------------------------------------------------
+
+NOT_JSON = [
+    None,
+    "text/plain",
+    "text/plain; charset=utf-8",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/jsonx",
+    "application/json-seq",
+    "application/+json",
+    "text/json",
+    "application/xml",
+    "application/j\u017fon",  # a long s, which Unicode case folding would read as "s"
+]
+JSON = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "Application/JSON ; charset=UTF-8",
+    "application/merge-patch+json",
+    "application/vnd.example.user.v1+json",
+]
+
+
+def headers(content_type: str | None) -> dict:
+    return {} if content_type is None else {"content-type": content_type.encode()}
+
+
+@pytest.mark.parametrize("content_type", NOT_JSON)
+async def test_a_body_not_sent_as_json_is_415(client, conn, content_type):
+    body = json.dumps({"email": "csrf@example.com", "name": "Forged"}).encode()
+    response = await client.post("/users", content=body, headers=headers(content_type))
+    assert response.status_code == 415, response.text
+    assert response.json()["error"] == "unsupported_media_type"
+    user_id = await conn.fetchval("INSERT INTO users (email, name) VALUES ('kept@example.com', 'Kept') RETURNING id")
+    response = await client.patch(f"/users/{user_id}", content=b'{"name": "Forged"}', headers=headers(content_type))
+    assert response.status_code == 415, response.text
+    assert await conn.fetchval("SELECT array_agg(name) FROM users") == ["Kept"]
+
+
+async def test_a_repeated_content_type_is_415(client):
+    body = b'{"email": "twice@example.com", "name": "Twice"}'
+    twice = [("content-type", "application/json"), ("content-type", "text/plain")]
+    assert (await client.post("/users", content=body, headers=twice)).status_code == 415
+
+
+@pytest.mark.parametrize("content_type", JSON)
+async def test_json_and_json_suffixed_media_types_are_read(client, content_type):
+    body = json.dumps({"email": "typed@example.com", "name": "Typed"}).encode()
+    created = await client.post("/users", content=body, headers=headers(content_type))
+    assert created.status_code == 201, created.text
+    patched = await client.patch(created.headers["location"], content=b'{"name": "P"}', headers=headers(content_type))
+    assert patched.status_code == 200, patched.text
+
+
+# --- emails and text -----------------------------------------------------------------------------------------------
+
+
+async def test_spellings_of_one_email_are_one_account_409(client):
+    for email in ("dave@example.com", "josé@example.com"):
+        response = await client.post("/users", json={"email": email, "name": "First"})
+        assert response.status_code == 201, response.text
+    variants = [
+        "DAVE@example.com",
+        "dave@EXAMPLE.COM",
+        " dave@example.com",
+        "dave@example.com\n",
+        "\tDave@Example.Com \r\n",
+        "\u3000dave@example.com\u2028",
+        "\x85dave@example.com\x1f",
+        unicodedata.normalize("NFD", " josé@example.com"),  # e, then a combining acute accent
+    ]
+    for email in variants:
+        response = await client.post("/users", json={"email": email, "name": "Second"})
+        assert response.status_code == 409, (email, response.text)
+        assert response.json()["field"] == "email"
+    other = (await client.post("/users", json={"email": "other@example.com", "name": "Other"})).json()
+    for email in variants:
+        response = await client.patch(f"/users/{other['id']}", json={"email": email})
+        assert response.status_code == 409, (email, response.text)
+    names = [user["name"] for user in (await client.get("/users")).json()]
+    assert names == ["First", "First", "Other"]
+
+
+async def test_an_email_is_stored_trimmed_and_composed(client, conn):
+    response = await client.post("/users", json={"email": " \tZoë@Example.com\n", "name": "Zoë"})
+    assert response.status_code == 201, response.text
+    assert response.json()["email"] == "Zoë@Example.com"
+    decomposed = unicodedata.normalize("NFD", "zoë@x.io ")
+    patched = await client.patch(response.headers["location"], json={"email": decomposed})
+    assert patched.json()["email"] == "zoë@x.io"
+    assert await conn.fetchval("SELECT email FROM users") == "zoë@x.io"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "nl@example.com", "name": "Nl\n"}, "name"),
+        ({"email": "nl@example.com", "name": "Two\nlines"}, "name"),
+        ({"email": "nl@example.com", "name": "Nl\r"}, "name"),
+        ({"email": "nl@example.com", "name": "Nl\u2028"}, "name"),
+        ({"email": "nl@example.com", "name": "Nel\x85"}, "name"),
+        ({"email": "bom\ufeff@example.com", "name": "Bom"}, "email"),
+        ({"email": "bom@example.com\ufeff", "name": "Bom"}, "email"),
+        ({"email": "nel\x85@example.com", "name": "Nel"}, "email"),
+        ({"email": "two@example.com\nthree@example.com", "name": "Two"}, "email"),
+        ({"email": "unit\x1fsep@example.com", "name": "Us"}, "email"),
+    ],
+)
+async def test_line_breaks_and_invisible_characters_in_text_are_422(client, conn, body, field):
+    response = await client.post("/users", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    assert await conn.fetchval("SELECT count(*) FROM users") == 0
+
+
+def test_an_address_refuses_spaces_controls_and_a_byte_order_mark_and_trims_spaces_around():
+    # Every character of the Basic Multilingual Plane, where all of Unicode's spaces and controls are.
+    for code in range(0x10000):
+        char = chr(code)
+        if 0xD800 <= code < 0xE000:
+            continue  # lone surrogates: JSON cannot carry them to the service (test_users.py)
+        refused = char.isspace() or unicodedata.category(char) == "Cc" or char in "@\ufeff"
+        assert accepts(Email, f"a{char}b@example.com") is not refused, hex(code)
+        assert accepts(Email, f"{char}a@example.com") is (char.isspace() or not refused), hex(code)
+        if char.isspace():
+            assert normal_email(f"{char}a@example.com{char}") == "a@example.com", hex(code)
+
+
+def test_a_line_of_text_refuses_controls_and_line_breaks_and_multiline_text_only_controls():
+    for code in range(0x10000):
+        char = chr(code)
+        if 0xD800 <= code < 0xE000:
+            continue
+        control = unicodedata.category(char) == "Cc"
+        assert accepts(Name, f"a{char}") is not (control or char in "\u2028\u2029"), hex(code)
+        assert accepts(MULTILINE, f"a{char}") is not (control and char not in "\t\n\r"), hex(code)
+
+
+# --- one pattern, two dialects -------------------------------------------------------------------------------------
+
+
+@functools.cache
+def engines(pattern: str) -> tuple:
+    """The pattern as Python's re (msgspec's check) and as ECMA-262 reads it: with the `u` flag (code points)
+    and without it (UTF-16 code units), the two ways JSON Schema validators run it."""
+    return re.compile(pattern).search, regress.Regex(pattern, "u").find, regress.Regex(pattern).find
+
+
+def verdicts(pattern: str, text: str) -> tuple[bool, ...]:
+    # Each engine searches, as msgspec does: the pattern's `^` anchors the start.
+    return tuple(find(text) is not None for find in engines(pattern))
+
+
+PLACES = ("{}", "a{}", "{}a@b.c", "a{}@b.c", "a@b{}.c", "a@b.c{}", "a@b.c{0}{0}")
+
+
+@pytest.mark.parametrize("pattern", PATTERNS, ids=PATTERN_IDS)
+def test_every_character_reads_alike_in_both_dialects_wherever_it_stands(pattern):
+    for code in [*range(0xD800), *range(0xE000, 0x10000), *range(0x10000, 0x110000, 0x7F)]:
+        char = chr(code)
+        for place in PLACES:
+            text = place.format(char)
+            seen = verdicts(pattern, text)
+            assert len(set(seen)) == 1, (pattern, text, seen)
+
+
+# Characters where the dialects are known to part ways, and those the patterns name.
+TRICKY = "\n\r\t\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u180e\u2000\u200a\u200b\u2028\u2029\u202f\u205f\u3000\ufeff"
+characters = st.characters(exclude_categories=["Cs"]) | st.sampled_from(TRICKY) | st.sampled_from("@.a ")
+texts = st.text(characters, max_size=40) | st.builds(
+    "{}{}{}".format, st.text(characters, max_size=3), st.emails(), st.text(characters, max_size=3)
+)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS, ids=PATTERN_IDS)
+@settings(max_examples=500, deadline=None, database=None)
+@given(text=texts)
+def test_generated_strings_read_alike_in_both_dialects(pattern, text):
+    seen = verdicts(pattern, text)
+    assert len(set(seen)) == 1, seen
+
+
+def text_fields() -> list:
+    """(Struct, field) for each text field of a body a documented handler reads."""
+    structs = {op.body for op in (getattr(e["handler"], "openapi", None) for e in APP.discover(DEFAULT)) if op}
+    return [
+        pytest.param(struct, field, id=f"{struct.__name__}.{field.encode_name}")
+        for struct in sorted(structs - {None}, key=lambda struct: struct.__name__)
+        for field in msgspec.structs.fields(struct)
+        if DOCUMENT["components"]["schemas"][struct.__name__]["properties"][field.encode_name].get("type") == "string"
+    ]
+
+
+@pytest.mark.parametrize(("struct", "field"), text_fields())
+@settings(max_examples=300, deadline=None, database=None)
+@given(text=texts)
+def test_the_service_accepts_the_text_the_document_allows(struct, field, text):
+    # The field's rule as a client reads it in the document (lengths in code points, the pattern in
+    # ECMA-262), against the check the service runs when it decodes the body.
+    rule = DOCUMENT["components"]["schemas"][struct.__name__]["properties"][field.encode_name]
+    allowed = rule.get("minLength", 0) <= len(text) <= rule.get("maxLength", len(text))
+    if "pattern" in rule:
+        allowed = allowed and verdicts(rule["pattern"], text)[1]  # ECMA-262 with `u`, as most validators read it
+    assert accepts(field.type, text) is allowed
