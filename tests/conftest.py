@@ -115,6 +115,17 @@ def new_database(postgres_url):
     return new_database
 
 
+# The suite runs on two pytest-xdist workers (pyproject's addopts). Tests that measure time or load the machine
+# share one group, which --dist loadgroup runs on one worker, one test at a time: never beside each other.
+TIMING_MODULES = {"test_reliability.py", "smoke_test.py"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if item.path.name in TIMING_MODULES:
+            item.add_marker(pytest.mark.xdist_group("timing"))
+
+
 def needs(binary: str | None, package: str):
     """Skip where a Debian package is missing on a developer's machine; in CI (which installs it), fail instead."""
     return pytest.mark.skipif(
@@ -209,7 +220,9 @@ def service():
             svc.stop(signal.SIGKILL)
 
 
-FIGURES = pytest.StashKey[list[str]]()
+# Collected where the reports arrive: the one process without pytest-xdist, the controller with it (a
+# worker's own config, where a fixture could stash them, is not the one that prints the summary).
+FIGURES: list[str] = []
 
 
 @pytest.fixture
@@ -218,13 +231,18 @@ def figures(request):
 
     def record(line: str) -> None:
         print(line)
-        request.config.stash.setdefault(FIGURES, []).append(f"{request.node.name}: {line}")
+        request.node.user_properties.append(("figure", f"{request.node.name}: {line}"))
 
     return record
 
 
+def pytest_runtest_logreport(report) -> None:
+    if report.when == "teardown":  # the last report of a test, with every line it recorded
+        FIGURES.extend(value for key, value in report.user_properties if key == "figure")
+
+
 def pytest_terminal_summary(terminalreporter, config) -> None:
-    if config.stash.get(FIGURES, None):
+    if FIGURES:
         terminalreporter.section("figures")
-        for line in config.stash[FIGURES]:
+        for line in FIGURES:
             terminalreporter.write_line(line)
