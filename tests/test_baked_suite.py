@@ -1,4 +1,8 @@
-"""The baked project's own tests pass: against the suite's Postgres, and the README's way on a fresh venv."""
+"""The baked project's own tests pass: against the suite's Postgres, and the README's way on a fresh venv.
+
+The default bake's suite against a given database (TEST_DATABASE_URL) runs in test_guide.py, with the README's
+example resource added: every test of the bake, and the guide's.
+"""
 
 import os
 import re
@@ -16,11 +20,6 @@ def passed(result: subprocess.CompletedProcess) -> int:
     assert " failed" not in result.stdout and " skipped" not in result.stdout, output
     match = re.search(r"(\d+) passed", result.stdout)
     return int(match.group(1)) if match else 0
-
-
-def test_baked_tests_pass_against_a_given_database(default_project, new_database):
-    result = default_project.run(sys.executable, *PYTEST, TEST_DATABASE_URL=new_database(), timeout=300)
-    assert passed(result) >= 50
 
 
 def test_baked_tests_pass_with_another_context_name(bake, new_database):
