@@ -35,6 +35,10 @@ class Baked:
         """The environment a command of the project runs in: its source importable, no stray database."""
         environ = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TEST_DATABASE_URL"}}
         environ["PYTHONPATH"] = str(self.path / "src")
+        # The project's own pytest runs keep their temporary folders beside the bake, out of this run's: a pytest
+        # run makes <root>/pytest-of-<user> private (0700) as it starts, and when the suite runs as root, the
+        # Postgres and PgBouncer of this run's tests run as other users, who must pass through that folder.
+        environ["PYTEST_DEBUG_TEMPROOT"] = str(self.path.parent)
         environ.update(extra)
         return environ
 

@@ -33,6 +33,7 @@ def test_the_readme_commands_work_in_a_fresh_virtualenv(default_project, tmp_pat
     venv.create(tmp_path / "venv", with_pip=True)
     python = str(tmp_path / "venv" / "bin" / "python")
     environ = {k: v for k, v in os.environ.items() if k not in {"TEST_DATABASE_URL", "DATABASE_URL", "PYTHONPATH"}}
+    environ["PYTEST_DEBUG_TEMPROOT"] = str(tmp_path)  # as Baked.env() does, and why
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
