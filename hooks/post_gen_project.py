@@ -1,7 +1,9 @@
-"""Give the baked project its own secrets and say what to do next."""
+"""Give the baked project its own secrets, record the template commit it came from, and say what to do next."""
 
 import json
+import os
 import secrets
+import subprocess
 from pathlib import Path
 
 ANSWERS = json.loads(
@@ -9,6 +11,16 @@ ANSWERS = json.loads(
 {{ {
     "project_slug": cookiecutter.project_slug,
     "package_name": cookiecutter.package_name,
+} | tojson }}
+""".strip()
+)
+# Where the template was read from. cookiecutter 2.7 names its folder (`_repo_dir`); cruft, which
+# writes .cruft.json itself, does not.
+SOURCE = json.loads(
+    r"""
+{{ {
+    "template": cookiecutter.get("_template"),
+    "repo_dir": cookiecutter.get("_repo_dir"),
 } | tojson }}
 """.strip()
 )
@@ -27,8 +39,42 @@ def write_env(project: Path) -> None:
     env.chmod(0o600)
 
 
+def record_template(project: Path, template: str | None, repo_dir: str | None) -> str:
+    """Write the template's commit, and a place git can clone it from, into .cruft.json when the
+    template was a git checkout (cookiecutter clones gh: and URL templates into one), so that
+    `cruft check` and `cruft update` work on a plain cookiecutter bake. Returns what to tell the user."""
+    if not repo_dir or not template:
+        return ""  # baked by cruft, which records the commit itself
+    # A local template's path comes as it was typed, relative to where cookiecutter was run (not here).
+    typed_in = Path(os.environ.get("PWD") or os.getcwd())
+    folder = typed_in / repo_dir  # an absolute repo_dir stays itself
+
+    def git(*args: str) -> str | None:
+        # Local commands only: the template's own checkout, no network.
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != folder.resolve():
+        return (
+            "The template was not a git checkout, so .cruft.json names no commit: set `commit` and `template`\n"
+            "there by hand before `cruft update` (see the README, Pulling in template changes).\n"
+        )
+    # A template named by URL or abbreviation (gh:) was cloned by cookiecutter: its origin is what git clones again.
+    local = (typed_in / os.path.expanduser(template)).is_dir()
+    source = str(folder.resolve()) if local else git("remote", "get-url", "origin")
+    state_file = project / ".cruft.json"
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    state.update(template=source or str(folder.resolve()), commit=git("rev-parse", "HEAD"))
+    state_file.write_text(json.dumps(state, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    if git("status", "--porcelain", "--untracked-files=no"):
+        return f"The template has uncommitted changes: .cruft.json names its last commit, {state['commit'][:12]}.\n"
+    return ""
+
+
 if __name__ == "__main__":
     write_env(Path.cwd())
+    note = record_template(Path.cwd(), SOURCE["template"], SOURCE["repo_dir"])
     print(
         f"\nBaked {ANSWERS['project_slug']}. Next:\n"
         f"  cd {ANSWERS['project_slug']}\n"
@@ -36,4 +82,5 @@ if __name__ == "__main__":
         "  pytest                                       # the tests, no Docker needed\n"
         f"  docker compose up -d db && python -m {ANSWERS['package_name']}.migrate"
         f" && uvicorn {ANSWERS['package_name']}.app:app\n"
+        f"{note}"
     )

@@ -35,6 +35,10 @@ class Baked:
         """The environment a command of the project runs in: its source importable, no stray database."""
         environ = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TEST_DATABASE_URL"}}
         environ["PYTHONPATH"] = str(self.path / "src")
+        # The project's own pytest runs keep their temporary folders beside the bake, out of this run's: a pytest
+        # run makes <root>/pytest-of-<user> private (0700) as it starts, and when the suite runs as root, the
+        # Postgres and PgBouncer of this run's tests run as other users, who must pass through that folder.
+        environ["PYTEST_DEBUG_TEMPROOT"] = str(self.path.parent)
         environ.update(extra)
         return environ
 
@@ -113,6 +117,21 @@ def new_database(postgres_url):
         return urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
 
     return new_database
+
+
+# The suite runs on two pytest-xdist workers (pyproject's addopts). Tests that measure time share one group, which
+# --dist loadgroup runs on one worker, one test at a time: never beside each other. Add a module of such tests here.
+TIMING_MODULES = {"test_reliability.py"}
+# Longest first, so that a worker starts it at once: the bench's smoke run, alone about half the suite's work. It
+# checks answers, not speed: one worker runs it while the other takes the timing group, then the rest.
+FIRST_MODULES = {"smoke_test.py"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if item.path.name in TIMING_MODULES:
+            item.add_marker(pytest.mark.xdist_group("timing"))
+    items.sort(key=lambda item: item.path.name not in FIRST_MODULES)  # stable: the rest keep their order
 
 
 def needs(binary: str | None, package: str):
@@ -209,7 +228,9 @@ def service():
             svc.stop(signal.SIGKILL)
 
 
-FIGURES = pytest.StashKey[list[str]]()
+# Collected where the reports arrive: the one process without pytest-xdist, the controller with it (a
+# worker's own config, where a fixture could stash them, is not the one that prints the summary).
+FIGURES: list[str] = []
 
 
 @pytest.fixture
@@ -218,13 +239,18 @@ def figures(request):
 
     def record(line: str) -> None:
         print(line)
-        request.config.stash.setdefault(FIGURES, []).append(f"{request.node.name}: {line}")
+        request.node.user_properties.append(("figure", f"{request.node.name}: {line}"))
 
     return record
 
 
+def pytest_runtest_logreport(report) -> None:
+    if report.when == "teardown":  # the last report of a test, with every line it recorded
+        FIGURES.extend(value for key, value in report.user_properties if key == "figure")
+
+
 def pytest_terminal_summary(terminalreporter, config) -> None:
-    if config.stash.get(FIGURES, None):
+    if FIGURES:
         terminalreporter.section("figures")
-        for line in config.stash[FIGURES]:
+        for line in FIGURES:
             terminalreporter.write_line(line)

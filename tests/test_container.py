@@ -7,6 +7,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import yaml
 from conftest import needs
@@ -185,4 +186,6 @@ def test_the_answers_are_kept_for_cruft(bake):
     kept = state["context"]["cookiecutter"]
     answers = {k: v for k, v in project.answers.items() if not k.startswith("_")}
     assert {k: v for k, v in kept.items() if not k.startswith("_")} == answers
-    assert ".env" in state["skip"]  # cruft update must never touch the generated secret
+    # cruft update must never touch the generated secret, whether cruft or cookiecutter made the project.
+    skip = tomllib.loads((project.path / "pyproject.toml").read_text())["tool"]["cruft"]["skip"]
+    assert {".env", ".pgdata", ".cruft.json"} <= set(skip)

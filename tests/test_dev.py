@@ -1,43 +1,91 @@
-"""The no-Docker path: `python -m <package>.dev` with no DATABASE_URL starts its own Postgres, migrates and serves."""
+"""The no-Docker loop: `python -m <package>.dev` starts its own Postgres, says where it is, shares it with `migrate`,
+and applies a new migration when it reloads."""
 
+import asyncio
 import contextlib
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+import asyncpg
 import httpx
 from conftest import free_port
 
+NEW_TABLE = "CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);\n"
 
-def test_dev_serves_users_on_a_postgres_of_its_own(default_project):
+
+def wait_for(condition, timeout: float, what: str, output) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not within {timeout} s:\n{''.join(output)}"
+        time.sleep(0.1)
+
+
+def has_table(url: str, name: str) -> bool:
+    async def check() -> bool:
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            return await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name)
+        finally:
+            await conn.close()
+
+    return asyncio.run(check())
+
+
+def test_dev_serves_migrates_and_shares_its_own_postgres(bake):
+    project = bake(project_name="Dev Loop")  # its own bake: this test adds a migration to it
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", f"{default_project.package}.dev", "--no-reload", "--port", str(port)],
-        cwd=default_project.path,
-        env=default_project.env(),  # no DATABASE_URL, no TEST_DATABASE_URL
+        [sys.executable, "-m", f"{project.package}.dev", "--port", str(port)],  # with reload, as people run it
+        cwd=project.path,
+        env=project.env(),  # no DATABASE_URL, no TEST_DATABASE_URL
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
+    reader.start()
+
+    def healthy() -> bool:
+        assert process.poll() is None, "".join(output)
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        return False
+
     try:
-        deadline = time.monotonic() + 60
-        health = None
-        while time.monotonic() < deadline and process.poll() is None:
-            with contextlib.suppress(httpx.TransportError):
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                if health.status_code == 200:
-                    break
-            time.sleep(0.1)
-        assert health is not None and health.status_code == 200, process.poll()
-        users = httpx.get(f"http://127.0.0.1:{port}/users", timeout=5)
-        assert users.status_code == 200 and users.json() == []
+        wait_for(healthy, 60, "/health 200", output)
+        assert httpx.get(f"http://127.0.0.1:{port}/users", timeout=5).json() == []
+        # It says where its Postgres is: a URL to paste, the one it recorded for other commands.
+        printed = re.search(r"^DATABASE_URL=(\S+)", "".join(output), re.MULTILINE)
+        assert printed, "".join(output)
+        url = printed.group(1)
+        assert f"DATABASE_URL={url}\n" in (project.path / ".dev.env").read_text()
+        assert has_table(url, "users")
+
+        # The project's own migrate command, run beside dev with nothing set, reaches that same database
+        # (the .env it would otherwise read points at the Docker one).
+        migrate = project.run(sys.executable, "-m", f"{project.package}.migrate", timeout=60)
+        assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+        assert str(project.path / ".pgdata") in migrate.stdout and "applied 0 migration(s)" in migrate.stdout
+
+        # A new migration file reloads the server, which applies it before it serves again.
+        (project.path / "src" / project.package / "migrations" / "0002_notes.sql").write_text(NEW_TABLE)
+        wait_for(lambda: has_table(url, "notes"), 60, "0002_notes.sql applied", output)
+        wait_for(healthy, 60, "/health 200 after the reload", output)
     finally:
         process.send_signal(signal.SIGINT)
-        output = process.communicate(timeout=30)[0]
-    assert process.returncode == 0, output
-    assert "migrations applied now: ['0001_users.sql']" in output
-    # The Postgres it started lives in .pgdata/ and stopped with it.
-    data = default_project.path / ".pgdata"
+        process.wait(timeout=30)
+        reader.join(timeout=10)
+        process.stdout.close()
+    text = "".join(output)
+    assert process.returncode == 0, text
+    assert "0001_users.sql" in text and "0002_notes.sql" in text
+    # The Postgres it started lives in .pgdata/ and stopped with it; the file naming it is gone.
+    data = project.path / ".pgdata"
     assert (data / "PG_VERSION").is_file()
-    assert not (data / "postmaster.pid").exists(), output
+    assert not (data / "postmaster.pid").exists(), text
+    assert not (project.path / ".dev.env").exists()

@@ -18,7 +18,7 @@ from {{ cookiecutter.package_name }}.web import App
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory) -> Iterator[str]:
-    """TEST_DATABASE_URL when set (its tables are emptied!), else a Postgres started for this session."""
+    """TEST_DATABASE_URL when set (every table but schema_migrations is emptied!), else a Postgres of this session."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         yield url
@@ -40,13 +40,25 @@ async def migrated(database_url) -> str:
     return database_url
 
 
+# Every table but the migrations' record, so a new table needs nothing here whatever its foreign keys.
+TABLES = """
+SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
+WHERE schemaname NOT IN ('pg_catalog', 'information_schema') AND tablename <> 'schema_migrations'
+"""
+
+
 @pytest.fixture
 async def conn(migrated) -> AsyncIterator[asyncpg.Connection]:
-    """A direct connection to the test database, with the users table emptied."""
+    """A direct connection to the test database, every table emptied but schema_migrations."""
     conn = await asyncpg.connect(migrated)
-    await conn.execute("TRUNCATE users RESTART IDENTITY")
-    yield conn
-    await conn.close()
+    try:
+        tables = [row[0] for row in await conn.fetch(TABLES)]
+        if tables:  # one statement for all, CASCADE for what references them: no order to get right
+            await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+        yield conn
+    finally:
+        # Even when emptying fails: an unclosed connection ends the run in ResourceWarnings that hide the error.
+        await conn.close()
 
 
 def settings_for(database_url: str, **overrides) -> Settings:
@@ -93,7 +105,7 @@ async def base_url(migrated, serve) -> str:
 
 @pytest.fixture
 async def client(base_url, conn) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client of the running service, over an empty users table."""
+    """An HTTP client of the running service, over empty tables."""
     async with httpx.AsyncClient(base_url=base_url) as client:
         yield client
 

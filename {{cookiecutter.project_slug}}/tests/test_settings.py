@@ -1,5 +1,9 @@
 """Settings from the environment and .env, with errors that name the variable."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -26,6 +30,22 @@ def test_environment_wins_over_the_env_file(tmp_path):
     settings = Settings.from_env({"POOL_MIN_SIZE": "1"}, env_file=env_file)
     assert settings.database_url == "postgresql://file/db"
     assert settings.pool_min_size == 1
+
+
+def test_a_running_dev_server_names_the_database_over_the_env_file(tmp_path):
+    (tmp_path / ".env").write_text("DATABASE_URL=postgresql://docker/db\nPOOL_MIN_SIZE=3\n")
+    (tmp_path / ".dev.env").write_text(f"DATABASE_URL=postgresql://dev/db\nDEV_PID={os.getpid()}\n")
+    settings = Settings.from_env({}, env_file=tmp_path / ".env")
+    assert (settings.database_url, settings.pool_min_size) == ("postgresql://dev/db", 3)
+    environ = {"DATABASE_URL": "postgresql://exported/db"}
+    assert Settings.from_env(environ, env_file=tmp_path / ".env").database_url == "postgresql://exported/db"
+
+
+def test_what_a_stopped_dev_server_left_behind_is_ignored(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".env").write_text("DATABASE_URL=postgresql://docker/db\n")
+    (tmp_path / ".dev.env").write_text(f"DATABASE_URL=postgresql://dev/db\nDEV_PID={gone.stdout.strip()}\n")
+    assert Settings.from_env({}, env_file=tmp_path / ".env").database_url == "postgresql://docker/db"
 
 
 @pytest.mark.parametrize(

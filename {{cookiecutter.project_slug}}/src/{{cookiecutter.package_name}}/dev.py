@@ -1,19 +1,27 @@
 """Local development without Docker: `python -m {{ cookiecutter.package_name }}.dev`.
 
 Uses DATABASE_URL when the environment sets it; otherwise starts a Postgres of its own whose data
-stays in .pgdata/ between runs. Applies the migrations, then serves with reload on port 8000.
+stays in .pgdata/ between runs. Serves with reload on port 8000, and every start and reload first
+applies the migrations not applied yet. While it runs, .dev.env names its database, so
+`python -m {{ cookiecutter.package_name }}.migrate` (anything reading the settings) reaches the same one.
 """
 
 import argparse
-import asyncio
+import logging
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import uvicorn
 
+from .app import create_app
 from .migrate import migrate
-from .postgres import describe
+from .settings import DEV_ENV, Settings
+from .web import App
+
+log = logging.getLogger(__name__)
+PACKAGE = Path(__file__).parent
 
 
 def local_postgres(data: Path) -> str:
@@ -31,6 +39,39 @@ async def apply_migrations(database_url: str) -> list[str]:
         await conn.close()
 
 
+def create_dev_app() -> App:
+    """The app of app.py, applying new migrations as it starts: a new .sql file reloads the server and
+    is applied. Only here: a production start never migrates behind anyone's back."""
+    settings = Settings.from_env()
+    app = create_app(settings)
+
+    async def apply_new_migrations(app) -> None:
+        # A failing migration fails the start; the server waits for the next change to try again.
+        applied = await apply_migrations(settings.database_url)
+        log.info("migrations applied now: %s", ", ".join(applied) or "none")
+
+    app.ON("startup", apply_new_migrations)
+    return app
+
+
+def shown(database_url: str) -> str:
+    """The URL with its password, if it has one, masked: what dev prints."""
+    parts = urlsplit(database_url)
+    if not parts.password:
+        return database_url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def record(database_url: str, path: Path) -> None:
+    """Name dev's database in `path`, which the settings read after .env, for as long as dev runs."""
+    path.write_text(
+        f"# Written by `python -m {__package__}.dev` while it runs (process DEV_PID), and removed when it stops.\n"
+        f"DATABASE_URL={database_url}\nDEV_PID={os.getpid()}\n",
+        encoding="utf-8",
+    )
+    path.chmod(0o600)  # it may hold a password, as .env does
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -39,18 +80,24 @@ def main() -> None:
     args = parser.parse_args()
 
     database_url = os.environ.get("DATABASE_URL") or local_postgres(Path(".pgdata"))
-    applied = asyncio.run(apply_migrations(database_url))
-    print(f"Postgres at {describe(database_url)}; migrations applied now: {applied or 'none'}", flush=True)
-    # The server (and each process reload starts) reads its settings from the environment.
+    print(f"DATABASE_URL={shown(database_url)}  (in {DEV_ENV} while dev runs)", flush=True)
+    # The server, each process a reload starts, and other commands run here read it from these.
     os.environ["DATABASE_URL"] = database_url
-    # The app logs each request itself (ACCESS_LOG); uvicorn's own line would say it twice.
-    uvicorn.run(
-        "{{ cookiecutter.package_name }}.app:app",
-        host=args.host,
-        port=args.port,
-        reload=args.reload,
-        access_log=False,
-    )
+    record(database_url, Path(DEV_ENV))
+    try:
+        # The app logs each request itself (ACCESS_LOG); uvicorn's own line would say it twice.
+        uvicorn.run(
+            f"{__package__}.dev:create_dev_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            reload=args.reload,
+            reload_dirs=[str(PACKAGE)] if args.reload else None,
+            reload_includes=["*.py", "*.sql"] if args.reload else None,
+            access_log=False,
+        )
+    finally:
+        Path(DEV_ENV).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

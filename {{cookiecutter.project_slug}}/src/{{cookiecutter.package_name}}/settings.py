@@ -6,6 +6,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
+# Written beside .env by `python -m <package>.dev` while it runs, naming its database (dev.py).
+DEV_ENV = ".dev.env"
+
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Size = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -34,8 +37,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, env_file: Path | None = Path(".env")) -> "Settings":
-        """Read the settings; variables already in the environment win over the .env file."""
+        """Read the settings: the environment wins over a running dev server's .dev.env, which wins over .env."""
         values = read_env_file(env_file) if env_file else {}
+        if env_file:
+            values.update(read_dev_env(env_file.with_name(DEV_ENV)))
         values.update(os.environ if environ is None else environ)
         names = {field.upper(): field for field in cls.__struct_fields__}
         fields = {names[key]: value for key, value in values.items() if key in names}
@@ -62,6 +67,20 @@ def read_env_file(path: Path) -> dict[str, str]:
             if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
                 value = value[1:-1]
             values[key.strip()] = value
+    return values
+
+
+def read_dev_env(path: Path) -> dict[str, str]:
+    """What a dev server wrote to `path`, if that server is still running; a file left by one that died is ignored."""
+    values = read_env_file(path)
+    try:
+        pid = int(values.pop("DEV_PID"))
+        if os.name != "nt":  # on Windows, signal 0 would be a Ctrl-C
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except (KeyError, ValueError, ProcessLookupError):
+        return {}
+    except PermissionError:  # it exists, under another user
+        pass
     return values
 
 

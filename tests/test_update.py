@@ -1,0 +1,141 @@
+"""Pulling in template changes with cruft works, for a project made by `cruft create` and by a plain `cookiecutter`
+bake alike: the template as a git repository, a later commit that changes baked files, `cruft check` and
+`cruft update` as the baked README says."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TEMPLATE
+
+# What makes the template: the questions, the hooks, the project folder (the rest of this repository is its tooling).
+TEMPLATE_PARTS = ("cookiecutter.json", "hooks", "{{cookiecutter.project_slug}}")
+IDENTITY = {"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "T"}
+IDENTITY["GIT_COMMITTER_EMAIL"] = "t@example.com"
+
+
+class Shell:
+    """Commands run as a person would, in a folder of this test's own, with no stray git or cookiecutter setup."""
+
+    def __init__(self, home: Path) -> None:
+        home.mkdir()
+        (home / "config.yaml").write_text(f"cookiecutters_dir: {home / 'clones'}\nreplay_dir: {home / 'replay'}\n")
+        self.environ = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "COOKIECUTTER"))},
+            **IDENTITY,
+            "HOME": str(home),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "COOKIECUTTER_CONFIG": str(home / "config.yaml"),
+            "TMPDIR": str(home),  # cookiecutter leaves a copy of each hook there
+        }
+
+    def run(self, cwd: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+        environ = {**self.environ, "PWD": str(cwd)}  # as a shell sets it
+        done = subprocess.run(command, cwd=cwd, env=environ, capture_output=True, text=True, timeout=120)
+        if check:
+            assert done.returncode == 0, f"{command}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done
+
+    def git(self, cwd: Path, *args: str) -> str:
+        return self.run(cwd, "git", *args).stdout.strip()
+
+    def cruft(self, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(cwd, sys.executable, "-m", "cruft", *args, check=check)
+
+
+@pytest.fixture
+def shell(tmp_path) -> Shell:
+    return Shell(tmp_path / "home")
+
+
+@pytest.fixture
+def template(tmp_path, shell) -> Path:
+    """The template as it is in this working copy, committed to a git repository of its own."""
+    repo = tmp_path / "heaven-pg"
+    repo.mkdir()
+    for part in TEMPLATE_PARTS:
+        source = TEMPLATE / part
+        if source.is_dir():
+            shutil.copytree(source, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, repo / part)
+    shell.git(repo, "init", "-q", "-b", "main")
+    shell.git(repo, "add", "-A")
+    shell.git(repo, "commit", "-q", "-m", "The template as baked")
+    return repo
+
+
+def bake(how: str, template: Path, out: Path, shell: Shell) -> Path:
+    out.mkdir()
+    if how == "cruft create":
+        shell.cruft(out, "create", "--no-input", str(template))
+    elif how == "cookiecutter, a local checkout":
+        # Typed relative to where it runs, as people do: `cookiecutter ../heaven-pg`.
+        shell.run(out, sys.executable, "-m", "cookiecutter", "--no-input", os.path.relpath(template, out))
+    else:  # a URL: cookiecutter clones it, as it does gh:org/name (git+ says which VCS; the path holds no "git")
+        shell.run(out, sys.executable, "-m", "cookiecutter", "--no-input", f"git+{template.as_uri()}")
+    (project,) = out.iterdir()
+    # The README's first step: the project is a git repository with everything committed.
+    shell.git(project, "init", "-q", "-b", "main")
+    shell.git(project, "add", "-A")
+    shell.git(project, "commit", "-q", "-m", "Baked")
+    return project
+
+
+def change_the_template(template: Path, shell: Shell) -> str:
+    """A later template commit changing baked files, .env.example (each bake's .env is made from it) among them."""
+    project = template / "{{cookiecutter.project_slug}}"
+    makefile = project / "Makefile"
+    makefile.write_text(makefile.read_text() + "\nversion:  ## the template's new target\n\t@echo 2\n")
+    example = project / ".env.example"
+    example.write_text(example.read_text() + "# A setting the template added later.\nNEW_SETTING=1\n")
+    shell.git(template, "commit", "-q", "-am", "A later change")
+    return shell.git(template, "rev-parse", "HEAD")
+
+
+HOW = ["cruft create", "cookiecutter, a local checkout", "cookiecutter, a git URL"]
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_a_later_template_commit_is_pulled_in_by_cruft_update(how, template, tmp_path, shell):
+    baked_at = shell.git(template, "rev-parse", "HEAD")
+    project = bake(how, template, tmp_path / "out", shell)
+    state = json.loads((project / ".cruft.json").read_text())
+    assert state["commit"] == baked_at
+    env = (project / ".env").read_bytes()
+    assert shell.cruft(project, "check").returncode == 0
+
+    updated_to = change_the_template(template, shell)
+    behind = shell.cruft(project, "check", check=False)
+    assert behind.returncode == 1 and "out of date" in behind.stdout, behind.stdout
+
+    update = shell.cruft(project, "update", "-y")
+    assert "Good work" in update.stdout, update.stdout + update.stderr
+    assert "version:  ## the template's new target" in (project / "Makefile").read_text()
+    assert "NEW_SETTING=1" in (project / ".env.example").read_text()
+    assert (project / ".env").read_bytes() == env  # the project's own password, untouched
+    assert not [path for path in project.rglob("*.rej")], update.stdout + update.stderr
+    assert json.loads((project / ".cruft.json").read_text())["commit"] == updated_to
+    assert shell.cruft(project, "check").returncode == 0
+    # What changed is what the template changed, ready to review and commit.
+    changed = shell.git(project, "diff", "HEAD", "--name-only").splitlines()
+    assert changed == [".cruft.json", ".env.example", "Makefile"], changed
+    assert not shell.git(project, "status", "--porcelain", "--untracked-files=all", "--ignored=no").count("??")
+
+
+def test_a_bake_from_a_folder_that_is_not_a_git_checkout_says_how_to_set_the_commit(tmp_path, shell):
+    # A template unpacked from an archive, say: no .git, no commit to name.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for part in TEMPLATE_PARTS:
+        source = TEMPLATE / part
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, plain / part)
+    out = tmp_path / "out"
+    done = shell.run(tmp_path, sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(out), str(plain))
+    assert "names no commit" in done.stdout
+    (project,) = out.iterdir()
+    assert json.loads((project / ".cruft.json").read_text())["commit"] is None
