@@ -137,6 +137,15 @@ async def sign_in(client: httpx.AsyncClient, email: str, password: str = PASSWOR
     return f"Bearer {response.json()['access_token']}"
 
 
+async def eventually(condition: Callable, within: float = 5.0) -> float:
+    """Await `condition()` every 20 ms until it is true; seconds it took, or fail after `within` seconds."""
+    started = time.monotonic()
+    while not await condition():
+        assert time.monotonic() - started < within, f"not within {within} s"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
 async def make_admin(conn: asyncpg.Connection, email: str = ADMIN, password: str = PASSWORD) -> None:
     """What `python -m {{ cookiecutter.package_name }}.admin EMAIL` does (test_admin.py runs the command itself)."""
     hashed = Passwords(int(FAST_HASHING["ARGON2_TIME_COST"]), int(FAST_HASHING["ARGON2_MEMORY_KIB"])).hash_now(password)

@@ -23,7 +23,7 @@ from .users import NewUser
 SELECT_USER_FOR_UPDATE = "SELECT id FROM users WHERE lower(email) = lower($1) FOR UPDATE"
 INSERT_ADMIN = "INSERT INTO users (email, name, password_hash, is_admin) VALUES ($1, $2, $3, true) RETURNING id"
 # Becoming an admin voids the user's tokens (the trigger on is_admin), as a new password does.
-PROMOTE = "UPDATE users SET password_hash = $2, is_admin = true WHERE id = $1"
+PROMOTE = "UPDATE users SET password_hash = $2, is_admin = true, is_active = true WHERE id = $1"
 DEMOTE = "UPDATE users SET is_admin = false WHERE lower(email) = lower($1)"
 
 
