@@ -177,9 +177,8 @@ class Auth:
         await self.passwords.start()
         try:
             await self.revocations.refresh(self._db)
-        except DatabaseUnavailable as exc:  # with POOL_MIN_SIZE=0 the app may start without Postgres
-            reason = type(exc.cause).__name__
-            log.warning("cannot read the token revocations yet (%s): tokens are refused until then", reason)
+        except Exception as exc:  # POOL_MIN_SIZE=0 lets the app start without Postgres: sign-in waits for it
+            log.warning("cannot read the token revocations yet (%s): tokens are refused until then", _reason(exc))
         else:
             self._fresh()
         self._refresher = asyncio.create_task(self._keep_fresh())
@@ -253,7 +252,7 @@ class Auth:
                     await self.revocations.refresh(self._db)
             except Exception as exc:
                 if not failing:
-                    log.warning("cannot read the token revocations: %s", type(exc).__name__)
+                    log.warning("cannot read the token revocations: %s", _reason(exc))
                 failing = True
                 continue
             if failing:
@@ -282,6 +281,13 @@ class Auth:
                 await self._db.execute(DELETE_OLD_FAILURES, self.throttle.window)
         except Exception as exc:  # a read-only or busy database: the rows wait for the next sweep
             log.info("could not sweep expired revocations and failures: %s", type(exc).__name__)
+
+
+def _reason(exc: Exception) -> str:
+    # A Postgres error's message names a table or a statement, never a password; a connection error only its type.
+    if isinstance(exc, DatabaseUnavailable):
+        return type(exc.cause).__name__
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, asyncpg.PostgresError) else type(exc).__name__
 
 
 def _unauthorized(code: str, detail: str, challenge: str) -> HTTPError:
