@@ -31,12 +31,14 @@ def test_dev_serves_users_on_a_postgres_of_its_own(default_project):
             time.sleep(0.1)
         assert health is not None and health.status_code == 200, process.poll()
         users = httpx.get(f"http://127.0.0.1:{port}/users", timeout=5)
-        assert users.status_code == 200 and users.json() == []
+        assert users.status_code == 401 and users.json()["error"] == "missing_token"  # signed in with .env's secret
+        new = {"email": "dev@example.com", "name": "Dev", "password": "a long enough password"}
+        assert httpx.post(f"http://127.0.0.1:{port}/users", json=new, timeout=30).status_code == 201
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=30)[0]
     assert process.returncode == 0, output
-    assert "migrations applied now: ['0001_users.sql']" in output
+    assert "migrations applied now: ['0001_users.sql', '0002_sign_in.sql']" in output
     # The Postgres it started lives in .pgdata/ and stopped with it.
     data = default_project.path / ".pgdata"
     assert (data / "PG_VERSION").is_file()
