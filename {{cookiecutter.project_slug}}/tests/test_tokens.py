@@ -45,6 +45,17 @@ def test_a_token_expires_ttl_seconds_after_it_was_issued_whatever_the_ttl_was_th
     assert Tokens([SECRET], ttl=60).read(token, now=1000.0 + 61) is None  # TOKEN_TTL shortened since
 
 
+def test_a_token_read_before_is_remembered_yet_still_expires():
+    tokens = Tokens([SECRET], ttl=60)
+    token, principal = tokens.issue(1, False, 1000.0)
+    assert tokens.read(token, now=1001.0) == principal
+    assert tokens.read(token, now=1001.0) == principal  # from memory: the signature is not checked again
+    assert tokens.read(token, now=1060.0) is None
+    others = [tokens.issue(2, False, 1000.0)[0] for _ in range(Tokens.REMEMBERED + 10)]
+    assert all(tokens.read(other, now=1001.0) is not None for other in others)  # past the bound it starts again
+    assert tokens.read(token, now=1001.0) == principal
+
+
 @pytest.mark.parametrize("secrets", [[], [""], ["short"], [SECRET, "x" * 31]])
 def test_a_missing_or_short_secret_is_refused(secrets):
     with pytest.raises(ValueError, match="TOKEN_SECRET"):

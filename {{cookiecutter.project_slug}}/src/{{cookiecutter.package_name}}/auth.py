@@ -197,14 +197,13 @@ class Auth:
         revocations are out of date)."""
         if authorization is None:
             raise _unauthorized("missing_token", "this route needs a bearer token (POST /auth/token)", "Bearer")
-        if type(authorization) is str:  # Heaven gives a list for a header sent twice
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() == "bearer":
-                principal = self.tokens.read(token.strip(), time.time())
-                if principal is not None and not self.revocations.voids(principal):
-                    if self._stale:
-                        raise DatabaseUnavailable(TimeoutError(f"revocations not read for {STALE_AFTER} s"))
-                    return principal
+        # Heaven gives a list for a header sent twice. The scheme's case does not matter (RFC 9110).
+        if type(authorization) is str and authorization[:7].lower() == "bearer ":
+            principal = self.tokens.read(authorization[7:], time.time())
+            if principal is not None and not self.revocations.voids(principal):
+                if self._stale:
+                    raise DatabaseUnavailable(TimeoutError(f"revocations not read for {STALE_AFTER} s"))
+                return principal
         # One answer for every bad token: altered, expired, signed out, or its user changed.
         raise _unauthorized("invalid_token", "the token is invalid, expired or revoked", 'Bearer error="invalid_token"')
 
