@@ -147,7 +147,7 @@ async def eventually(condition: Callable, within: float = 5.0) -> float:
 
 
 async def make_admin(conn: asyncpg.Connection, email: str = ADMIN, password: str = PASSWORD) -> None:
-    """What `python -m {{ cookiecutter.package_name }}.admin EMAIL` does (test_admin.py runs the command itself)."""
+    """What the admin command does (test_admin.py runs the command itself)."""
     hashed = Passwords(int(FAST_HASHING["ARGON2_TIME_COST"]), int(FAST_HASHING["ARGON2_MEMORY_KIB"])).hash_now(password)
     await grant(conn, NewUser(email, "Admin", password), hashed)
 
@@ -180,7 +180,8 @@ class Process:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         environ = {**os.environ, "PYTHONPATH": SOURCE, **environment(database_url, **overrides)}
-        command = [sys.executable, "-m", "uvicorn", "{{ cookiecutter.package_name }}.app:app", "--port", str(self.port)]
+        app = "{{ cookiecutter.package_name }}.app:app"
+        command = [sys.executable, "-m", "uvicorn", app, "--port", str(self.port)]
         with log.open("wb") as output:  # from a folder without a .env
             self.process = subprocess.Popen(command, env=environ, cwd=log.parent, stdout=output, stderr=output)
 

@@ -1,4 +1,4 @@
-"""`python -m {{ cookiecutter.package_name }}.admin EMAIL`: the password from standard input, the first admin made, no other way."""
+"""The admin command, `python -m <package>.admin EMAIL`: the password from standard input, the first admin made."""
 
 import subprocess
 import sys

@@ -1,4 +1,6 @@
-"""Admins: `python -m {{ cookiecutter.package_name }}.admin EMAIL` makes that user an admin, creating them if needed.
+"""Admins: `python -m <package>.admin EMAIL` makes that user an admin, creating them if needed.
+
+    python -m {{ cookiecutter.package_name }}.admin you@example.com
 
 The password is read from standard input (`... < file`, or piped), or asked for twice on a
 terminal; it is never an argument, which other users of the machine could read. There is no
