@@ -99,8 +99,8 @@ class App(Router):
       would, at a fraction of a hook's cost.
     - `guard(rule)` runs a check before every handler registered after it (sign-in, auth.py).
     - `wrap(layer)` puts an ASGI layer around every HTTP request, before routing (CORS, cors.py).
-    - Shutdown hooks run in the reverse order of their registration: a plugin stops before the
-      plugins it was installed after, and may use, do.
+    - Shutdown hooks run last registered first: a plugin installed after another, and perhaps
+      using it (sign-in reads through Postgres), stops before it.
     """
 
     def __init__(self, *, debug: bool = False, max_body_size: int | None = None, access_log: bool = True) -> None:
@@ -140,7 +140,8 @@ class App(Router):
         self._serve = layer(self._serve)
 
     def abettor(self, method, route, handler, *args, **kwargs):
-        handler = _string_to_function_handler(handler)  # Heaven's "module.function" spelling
+        # Heaven's "module.function" spelling resolved here, so that the rule sees the function itself.
+        handler = _string_to_function_handler(handler)
         check = self._rule(handler) if self._rule is not None else None
         if method == SOCKET:
             if check is not None:
