@@ -60,7 +60,8 @@ async def load_users(dsn: str, migrate) -> None:
     """A fresh users table: the baked project's own migrations, then ROWS rows."""
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        await conn.execute("DROP TABLE IF EXISTS users, schema_migrations")
+        # Whatever an earlier run's migrations made (tables, sign-in's trigger function) goes.
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
         await migrate(conn)
         await conn.execute(LOAD_USERS)
         await conn.execute("VACUUM ANALYZE users")

@@ -105,6 +105,9 @@ async def _drive(app, path: str, requests: int, concurrency: int) -> None:
 
     route, _, query = path.partition("?")
     statuses: collections.Counter = collections.Counter()
+    headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench")]
+    if os.environ.get("BENCH_AUTHORIZATION"):  # the baked service's token, sent to every contender alike
+        headers.append((b"authorization", os.environ["BENCH_AUTHORIZATION"].encode()))
 
     async def receive():
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -124,7 +127,7 @@ async def _drive(app, path: str, requests: int, concurrency: int) -> None:
             "raw_path": route.encode(),
             "query_string": query.encode(),
             "root_path": "",
-            "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench")],
+            "headers": headers,
             "client": ("127.0.0.1", 40000),
             "server": ("127.0.0.1", 8000),
             "state": state.copy(),

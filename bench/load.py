@@ -79,7 +79,9 @@ def measure(wrk_path: str, url: str, connections: int, seconds: int, core: int, 
     )
 
 
-def write_script(directory: Path) -> Path:
+def write_script(directory: Path, authorization: str | None = None) -> Path:
+    """wrk's Lua script: the report above, and the `Authorization` header on every request if given."""
     path = directory / "report.lua"
-    path.write_text(REPORT_LUA)
+    header = f'wrk.headers["Authorization"] = "{authorization}"\n' if authorization else ""
+    path.write_text(header + REPORT_LUA)
     return path

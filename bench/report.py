@@ -105,6 +105,8 @@ def markdown(results: dict) -> str:
         "",
         *instructions_table(results),
         "",
+        *sign_in_lines(results),
+        "",
         f"## Headline: GET {config['endpoints'][endpoint]} at {connections} connections, the rounds",
         "",
         "| contender | requests/s | p50 ms | p99 ms | CPU \u00b5s/request | baked vs it: rps | baked vs it: CPU "
@@ -163,6 +165,24 @@ def markdown(results: dict) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def sign_in_lines(results: dict) -> list[str]:
+    sign_in = results["sign_in"]
+    counted = sign_in["instructions"]
+    return [
+        "## The sign-in check",
+        "",
+        f"Every request to the baked service carries an admin's token (from its own admin command and POST "
+        f"/auth/token); the other contenders get the same header and ignore it. What checking it costs, on GET "
+        f"{sign_in['path']} at {sign_in['concurrency']} at a time: {sign_in['check_instructions']:,} instructions "
+        f"a request ({counted['signed_in']:,} signed in against {counted['public']:,} with the route made public), "
+        f"**{sign_in['check_share']:.1%}** of the request; {sign_in['check_us']} \u00b5s timed in-process, "
+        f"{sign_in['first_check_us']} \u00b5s for a token the process sees for the first time (its signature "
+        "checked; after that it is remembered). "
+        f"A password hash (argon2id, {sign_in['argon2']}) takes {sign_in['argon2_hash_ms']} ms and a check "
+        f"{sign_in['argon2_verify_ms']} ms, on the password threads, at sign-up and sign-in only.",
+    ]
 
 
 def paired_table(results: dict) -> list[str]:

@@ -19,6 +19,7 @@ import importlib
 import json
 import os
 import platform
+import secrets
 import socket
 import statistics
 import subprocess
@@ -60,6 +61,7 @@ def main() -> int:
     import load
     import micro_bind
     import report
+    import signin
 
     started = time.perf_counter()
     out = Path(args.out).resolve()
@@ -73,7 +75,13 @@ def main() -> int:
     print(f"bench: baked {project}", flush=True)
 
     dsn = database.prepare(prepare.WORK / "pgdata", LOAD_CORE, migrate)
-    script = load.write_script(scratch)
+    # The baked service signs tokens with a secret of its own, as a bake's .env gives it; they outlive any run.
+    os.environ.update({"TOKEN_SECRET": secrets.token_urlsafe(32), "TOKEN_TTL": "86400"})
+    with start_server(contenders.BAKED, {**os.environ, **contenders.BAKED.env(dsn, POOL_SIZE)}, scratch) as server:
+        server.wait_ready("/health")
+        # Measured as shipped: every request to it carries an admin's token (and, alike, to every other contender).
+        os.environ["BENCH_AUTHORIZATION"] = signin.admin_token(server.url(""), dsn)
+    script = load.write_script(scratch, os.environ["BENCH_AUTHORIZATION"])
     rounds = 1 if args.smoke else args.rounds
     duration = 1 if args.smoke else args.duration
     warmup = 1 if args.smoke else args.warmup
@@ -138,6 +146,21 @@ def main() -> int:
         INSTRUCTION_REQUESTS_SMOKE if args.smoke else INSTRUCTION_REQUESTS,
         scratch,
     )
+    sign_in = signin.measure(
+        valgrind,
+        {**os.environ, **contenders.BAKED.env(dsn, POOL_SIZE)},
+        ENDPOINTS[HEADLINE[0]],
+        HEADLINE[1],
+        INSTRUCTION_REQUESTS_SMOKE if args.smoke else INSTRUCTION_REQUESTS,
+        scratch,
+    )
+    print(
+        f"sign-in check: {sign_in['check_instructions']:,} instructions a request "
+        f"({sign_in['check_share']:.1%} of GET {sign_in['path']}), {sign_in['check_us']} \u00b5s "
+        f"({sign_in['first_check_us']} \u00b5s for a token the process has not seen yet); argon2 "
+        f"{sign_in['argon2']}: hash {sign_in['argon2_hash_ms']} ms, verify {sign_in['argon2_verify_ms']} ms",
+        flush=True,
+    )
     summary = summarize(runs)
     results = {
         "machine": machine(wrk_path),
@@ -162,6 +185,7 @@ def main() -> int:
         "cold_start_seconds": cold,
         "micro_bind_ms": micro,
         "instructions": counted,
+        "sign_in": sign_in,
         "errors": sum(run["errors"] for run in runs) + sum(run["errors"] for run in paired["runs"]),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }

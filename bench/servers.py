@@ -15,6 +15,9 @@ UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "
 class Server:
     def __init__(self, contender: Contender, port: int, core: int, env: dict, workdir: Path) -> None:
         self.contender, self.port = contender, port
+        # The baked service's token, sent to every contender alike (the others ignore it).
+        authorization = env.get("BENCH_AUTHORIZATION")
+        self.headers = {"Authorization": authorization} if authorization else {}
         command = [
             "taskset",
             "-c",
@@ -45,7 +48,7 @@ class Server:
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            conn.request("GET", path)
+            conn.request("GET", path, headers=self.headers)
             response = conn.getresponse()
             return response.status, response.read()
         finally:

@@ -27,15 +27,16 @@ SOURCE = json.loads(
 
 
 def write_env(project: Path) -> None:
-    """Fill .env from .env.example with a password made for this bake alone.
+    """Fill .env from .env.example with a database password and a token secret made for this bake alone.
 
-    The password never passes through cookiecutter's answers, so it never
-    reaches the replay file; .env itself is git-ignored.
+    Neither passes through cookiecutter's answers, so neither reaches the replay file; .env
+    itself is git-ignored.
     """
     password = secrets.token_urlsafe(24)
-    template = (project / ".env.example").read_text(encoding="utf-8")
+    lines = (project / ".env.example").read_text(encoding="utf-8").replace("change-me", password).splitlines()
+    lines = [f"TOKEN_SECRET={secrets.token_urlsafe(32)}" if line == "TOKEN_SECRET=" else line for line in lines]
     env = project / ".env"
-    env.write_text(template.replace("change-me", password), encoding="utf-8")
+    env.write_text("\n".join(lines) + "\n", encoding="utf-8")
     env.chmod(0o600)
 
 

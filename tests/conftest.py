@@ -42,9 +42,18 @@ class Baked:
         environ.update(extra)
         return environ
 
-    def run(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, timeout: float = 120, input: str | None = None, **env: str
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            args, cwd=self.path, env=self.env(**env), capture_output=True, text=True, timeout=timeout, check=False
+            args,
+            cwd=self.path,
+            env=self.env(**env),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
 
@@ -226,6 +235,34 @@ def service():
     for svc in started:
         if svc.process and svc.process.poll() is None:
             svc.stop(signal.SIGKILL)
+
+
+# argon2 at one pass over 1 MiB, about 1 ms a hash: for tests that create users by the hundred to load
+# the pool and the HTTP path, which hashing at the shipped cost (~0.1 s of CPU each) would drown.
+FAST_HASHING = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "1024"}
+ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "an admin's long password"
+
+
+def make_admin(project: Baked, database_url: str, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> None:
+    """The baked README's way to the first admin: `python -m <package>.admin EMAIL`, the password on stdin."""
+    made = project.run(
+        sys.executable, "-m", f"{project.package}.admin", email, input=f"{password}\n", DATABASE_URL=database_url
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+
+
+def sign_in(url: str, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> dict[str, str]:
+    """POST /auth/token on the service at `url`: the header that carries the token."""
+    response = httpx.post(f"{url}/auth/token", json={"email": email, "password": password}, timeout=30)
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def admin_headers(project: Baked, database_url: str, url: str) -> dict[str, str]:
+    """An admin made with the admin command, signed in to the service at `url`."""
+    make_admin(project, database_url)
+    return sign_in(url)
+
 
 
 # Collected where the reports arrive: the one process without pytest-xdist, the controller with it (a

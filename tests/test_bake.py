@@ -41,9 +41,10 @@ def check_parses(project):
 
 def test_default_bake_has_the_promised_layout(default_project):
     package = default_project.path / "src" / default_project.package
-    for name in ["app.py", "settings.py", "postgres.py", "users.py", "health.py", "migrate.py", "web.py"]:
+    for name in ["app.py", "settings.py", "postgres.py", "users.py", "health.py", "migrate.py", "web.py", "auth.py"]:
         assert (package / name).is_file(), name
     assert (package / "migrations" / "0001_users.sql").is_file()
+    assert (package / "migrations" / "0002_sign_in.sql").is_file()
     for name in ["pyproject.toml", "README.md", "docker-compose.yml", "Dockerfile", ".env.example", ".gitignore"]:
         assert (default_project.path / name).is_file(), name
     check_parses(default_project)
@@ -103,19 +104,23 @@ def test_a_hostile_project_name_bakes_with_sanitized_names(bake, name):
     check_parses(project)
 
 
-def test_the_password_is_fresh_per_bake_and_never_in_the_replay_file(bake):
+def test_the_password_and_the_token_secret_are_fresh_per_bake_and_never_in_the_replay_file(bake):
     first, second = bake(), bake()
-    passwords = []
+    secrets = []
     for project in (first, second):
         env = dict(line.split("=", 1) for line in (project.path / ".env").read_text().splitlines() if "=" in line)
-        password = env["POSTGRES_PASSWORD"]
+        password, token_secret = env["POSTGRES_PASSWORD"], env["TOKEN_SECRET"]
         assert len(password) >= 24 and password != "change-me"
+        assert len(token_secret) >= 32 and token_secret != password
         assert f":{password}@" in env["DATABASE_URL"]
-        assert password not in project.replay.read_text()
-        assert password not in (project.path / ".env.example").read_text()
+        for secret in (password, token_secret):
+            assert secret not in project.replay.read_text()
+            assert secret not in (project.path / ".env.example").read_text()
         assert (project.path / ".env").stat().st_mode & 0o077 == 0
-        passwords.append(password)
-    assert passwords[0] != passwords[1]
+        secrets.append((password, token_secret))
+    assert secrets[0][0] != secrets[1][0] and secrets[0][1] != secrets[1][1]
+    example = dict(line.split("=", 1) for line in (first.path / ".env.example").read_text().splitlines() if "=" in line)
+    assert example["TOKEN_SECRET"] == ""  # copied as is, the app refuses to start rather than sign with a known secret
 
 
 def test_env_is_git_ignored(default_project, tmp_path):

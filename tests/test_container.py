@@ -86,15 +86,15 @@ def test_no_secret_goes_into_the_image(default_project):
     assert ".env" in ignored and ".pgdata" in ignored
 
 
-def test_the_password_lives_in_dot_env_alone(default_project):
+def test_the_password_and_the_token_secret_live_in_dot_env_alone(default_project):
     env = dict(line.split("=", 1) for line in (default_project.path / ".env").read_text().splitlines() if "=" in line)
-    password = env["POSTGRES_PASSWORD"]
-    holders = [
-        p.relative_to(default_project.path).as_posix()
-        for p in default_project.path.rglob("*")
-        if p.is_file() and password in p.read_text(encoding="utf-8", errors="replace")
-    ]
-    assert holders == [".env"]
+    for secret in (env["POSTGRES_PASSWORD"], env["TOKEN_SECRET"]):
+        holders = [
+            p.relative_to(default_project.path).as_posix()
+            for p in default_project.path.rglob("*")
+            if p.is_file() and secret in p.read_text(encoding="utf-8", errors="replace")
+        ]
+        assert holders == [".env"]
 
 
 def test_compose_is_valid_and_orders_the_start(default_project):
@@ -115,6 +115,8 @@ def test_compose_is_valid_and_orders_the_start(default_project):
         url = services[name]["environment"]["DATABASE_URL"]
         assert re.fullmatch(r"postgresql://\w+:\$\{POSTGRES_PASSWORD\}@[\w-]+:5432/\w+", url), url
     assert "@db:" in services["migrate"]["environment"]["DATABASE_URL"]  # migrations bypass the pooler
+    for name in ("app", "app-pgbouncer"):  # the token secret from .env too, never a default
+        assert services[name]["environment"]["TOKEN_SECRET"].startswith("${TOKEN_SECRET:?")
 
 
 def test_the_pgbouncer_profile_pools_transactions(default_project):

@@ -58,7 +58,16 @@ def test_dev_serves_migrates_and_shares_its_own_postgres(bake):
 
     try:
         wait_for(healthy, 60, "/health 200", output)
-        assert httpx.get(f"http://127.0.0.1:{port}/users", timeout=5).json() == []
+        base = f"http://127.0.0.1:{port}"
+        users = httpx.get(f"{base}/users", timeout=5)
+        assert users.status_code == 401 and users.json()["error"] == "missing_token"
+        # Sign-up and sign-in work: the tokens are signed with the secret the bake put in .env.
+        new = {"email": "dev@example.com", "name": "Dev", "password": "a long enough password"}
+        assert httpx.post(f"{base}/users", json=new, timeout=30).status_code == 201
+        token = httpx.post(f"{base}/auth/token", json={"email": new["email"], "password": new["password"]}, timeout=30)
+        assert token.status_code == 200, token.text
+        me = httpx.get(f"{base}/users/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+        assert me.json()["email"] == "dev@example.com"
         # It says where its Postgres is: a URL to paste, the one it recorded for other commands.
         printed = re.search(r"^DATABASE_URL=(\S+)", "".join(output), re.MULTILINE)
         assert printed, "".join(output)
@@ -73,8 +82,8 @@ def test_dev_serves_migrates_and_shares_its_own_postgres(bake):
         assert str(project.path / ".pgdata") in migrate.stdout and "applied 0 migration(s)" in migrate.stdout
 
         # A new migration file reloads the server, which applies it before it serves again.
-        (project.path / "src" / project.package / "migrations" / "0002_notes.sql").write_text(NEW_TABLE)
-        wait_for(lambda: has_table(url, "notes"), 60, "0002_notes.sql applied", output)
+        (project.path / "src" / project.package / "migrations" / "0003_notes.sql").write_text(NEW_TABLE)
+        wait_for(lambda: has_table(url, "notes"), 60, "0003_notes.sql applied", output)
         wait_for(healthy, 60, "/health 200 after the reload", output)
     finally:
         process.send_signal(signal.SIGINT)
@@ -83,7 +92,7 @@ def test_dev_serves_migrates_and_shares_its_own_postgres(bake):
         process.stdout.close()
     text = "".join(output)
     assert process.returncode == 0, text
-    assert "0001_users.sql" in text and "0002_notes.sql" in text
+    assert "0001_users.sql" in text and "0003_notes.sql" in text
     # The Postgres it started lives in .pgdata/ and stopped with it; the file naming it is gone.
     data = project.path / ".pgdata"
     assert (data / "PG_VERSION").is_file()

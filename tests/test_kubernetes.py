@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 import yaml
-from conftest import free_port, needs
+from conftest import admin_headers, free_port, needs, sign_in
 from kubernetes_validate.utils import latest_version
 from test_container import final_stage, instructions
 from test_pgbouncer import PGBOUNCER, migrate, pgbouncer
@@ -185,7 +185,7 @@ def test_probes_and_the_grace_period_fit_the_shutdown(rendered):
 
 def test_secrets_reach_the_pods_from_the_secret_alone(rendered, tmp_path):
     secret = rendered.get("Secret")
-    assert set(secret["data"]) == set(rendered.secret_values) >= {"POSTGRES_PASSWORD", "AUTH_SECRET"}
+    assert set(secret["data"]) == set(rendered.secret_values) >= {"POSTGRES_PASSWORD", "TOKEN_SECRET"}
     for value in rendered.secret_values.values():
         # Only the Secret holds them, encoded; no manifest and no other object has them in any form.
         assert value not in rendered.text
@@ -198,7 +198,7 @@ def test_secrets_reach_the_pods_from_the_secret_alone(rendered, tmp_path):
             # No URL with a password in it: user@host only.
             userinfo = var.get("value", "").partition("://")[2].partition("@")
             assert not userinfo[1] or ":" not in userinfo[0], var
-    assert "AUTH_SECRET" in rendered.env(rendered.container("Deployment", "web"))
+    assert "TOKEN_SECRET" in rendered.env(rendered.container("Deployment", "web"))
     # The file they come from stays out of git and out of the image's build context; its example holds no value.
     project = rendered.project.path
     example = (project / BASE / "secret.env.example").read_text().splitlines()
@@ -239,6 +239,7 @@ def test_a_request_queued_in_pgbouncer_behind_a_full_pool_is_503_after_query_wai
     migrate(rendered.project, direct)
     with pgbouncer(direct, pool_size=1, query_wait_timeout=str(int(wait))) as pooled:
         svc = service(rendered.project, pooled, STATEMENT_CACHE_SIZE="0", QUERY_TIMEOUT=web["QUERY_TIMEOUT"])
+        admin = admin_headers(rendered.project, direct, svc.url)  # signed in before the pool is taken
 
         async def queued_behind_a_long_query() -> tuple[int, float]:
             holder = await asyncpg.connect(pooled, statement_cache_size=0)
@@ -246,7 +247,7 @@ def test_a_request_queued_in_pgbouncer_behind_a_full_pool_is_503_after_query_wai
             await asyncio.sleep(0.5)  # the only server connection is taken
             started = time.monotonic()
             async with httpx.AsyncClient() as http:
-                response = await http.get(f"{svc.url}/users", timeout=wait + 20)
+                response = await http.get(f"{svc.url}/users", headers=admin, timeout=wait + 20)
             elapsed = time.monotonic() - started
             busy.cancel()
             holder.terminate()
@@ -387,9 +388,13 @@ def test_the_web_pods_settings_serve_through_pgbouncer_with_the_password_from_th
                 except httpx.TransportError:
                     time.sleep(0.05)
             assert healthy is not None and healthy.status_code == 200, log.read_text()
-            created = httpx.post(f"http://127.0.0.1:{port}/users", json={"email": "k@example.com", "name": "K"})
+            new = {"email": "k@example.com", "name": "K", "password": "a long enough password"}
+            new_login = {"email": new["email"], "password": new["password"]}
+            created = httpx.post(f"http://127.0.0.1:{port}/users", json=new)
             assert created.status_code == 201, created.text
-            assert httpx.get(f"http://127.0.0.1:{port}{created.headers['location']}").status_code == 200
+            # Signed in with a token signed by the Secret's TOKEN_SECRET.
+            me = httpx.get(f"http://127.0.0.1:{port}/users/me", headers=sign_in(f"http://127.0.0.1:{port}", **new_login))
+            assert me.json() == created.json(), me.text
         finally:
             process.terminate()
             process.wait(timeout=30)

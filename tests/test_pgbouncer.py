@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
-from conftest import free_port, needs
+from conftest import FAST_HASHING, admin_headers, free_port, needs
 
 PGBOUNCER = shutil.which("pgbouncer") or shutil.which("/usr/sbin/pgbouncer")
 pytestmark = needs(PGBOUNCER, "pgbouncer")
@@ -73,12 +73,11 @@ def pgbouncer(
             process.communicate(timeout=10)
 
 
-async def exercise(base_url: str, n: int = 40) -> dict[str, set[int]]:
-    """Many requests at once, so PgBouncer's two server connections are shared between them."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=20) as http:
-        created = await asyncio.gather(
-            *(http.post("/users", json={"email": f"b{i}@example.com", "name": f"B{i}"}) for i in range(n))
-        )
+async def exercise(base_url: str, headers: dict[str, str], n: int = 40) -> dict[str, set[int]]:
+    """Many requests at once, so PgBouncer's two server connections are shared between them; an admin's."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=20, headers=headers) as http:
+        new = [{"email": f"b{i}@example.com", "name": f"B{i}", "password": "a long enough password"} for i in range(n)]
+        created = await asyncio.gather(*(http.post("/users", json=user) for user in new))
         ids = [r.json()["id"] for r in created if r.status_code == 201]
         read = await asyncio.gather(
             *(http.get(f"/users/{i}") for i in ids), *(http.get("/users", params={"limit": 5}) for _ in range(n))
@@ -107,8 +106,9 @@ def test_users_through_pgbouncer_in_transaction_mode(default_project, new_databa
     direct = new_database()
     migrate(default_project, direct)  # straight to Postgres: the migration lock is a session lock
     with pgbouncer(direct) as pooled:
-        svc = service(default_project, pooled, STATEMENT_CACHE_SIZE="0", POOL_MAX_SIZE="10")
-        statuses = asyncio.run(exercise(svc.url))
+        svc = service(default_project, pooled, STATEMENT_CACHE_SIZE="0", POOL_MAX_SIZE="10", **FAST_HASHING)
+        # Signed in through the pooler too; the admin command connects straight to Postgres, as migrations do.
+        statuses = asyncio.run(exercise(svc.url, admin_headers(default_project, direct, svc.url)))
         output = svc.stop()
     assert statuses == {"created": {201}, "read": {200}, "patched": {200}, "deleted": {204}, "gone": {404}}, output
     assert "prepared statement" not in output
@@ -119,9 +119,10 @@ def test_without_the_setting_pgbouncer_breaks_prepared_statements(default_projec
     # through a pooler that hands transactions to different server connections.
     direct = new_database()
     migrate(default_project, direct)
+    headers = admin_headers(default_project, direct, service(default_project, direct, **FAST_HASHING).url)
     with pgbouncer(direct) as pooled:
-        svc = service(default_project, pooled, STATEMENT_CACHE_SIZE="100", POOL_MAX_SIZE="10")
-        statuses = asyncio.run(exercise(svc.url))
+        svc = service(default_project, pooled, STATEMENT_CACHE_SIZE="100", POOL_MAX_SIZE="10", **FAST_HASHING)
+        statuses = asyncio.run(exercise(svc.url, headers))
         output = svc.stop()
     assert 500 in statuses["created"] | statuses["read"], statuses
     assert "prepared statement" in output

@@ -21,12 +21,14 @@ from urllib.parse import quote, urlencode, urlsplit
 import asyncpg
 import httpx
 import pytest
-from conftest import free_port
+from conftest import FAST_HASHING, admin_headers, free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-# Small pool, many clients: the pool is the bottleneck the tests push on.
-POOL = {"POOL_MIN_SIZE": "2", "POOL_MAX_SIZE": "4", "UVICORN_ACCESS_LOG": "false"}
+# Small pool, many clients: the pool is the bottleneck the tests push on. Passwords are hashed cheaply
+# (FAST_HASHING): the tests create users by the hundred to load the pool, not the password threads.
+POOL = {"POOL_MIN_SIZE": "2", "POOL_MAX_SIZE": "4", "UVICORN_ACCESS_LOG": "false", **FAST_HASHING}
+PASSWORD = "a long enough password"
 POOL_SIZE = 4
 CLIENTS = 40  # 10x the pool
 
@@ -65,15 +67,16 @@ class Connection:
     """One keep-alive HTTP/1.1 connection, spoken by hand: httpx's async pool is slower than the server and
     starves some of its connections for seconds when there are dozens, which would be measured as the server's."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
         self.host, self.port = url.removeprefix("http://").split(":")
+        self.extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
         if self.streams is None:
             self.streams = await asyncio.open_connection(self.host, int(self.port))
         reader, writer = self.streams
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n{self.extra}"
         writer.write(f"{head}Content-Type: application/json\r\n\r\n".encode() + body)
         status = int((await reader.readuntil(b"\r\n")).split()[1])
         headers = {}
@@ -94,15 +97,16 @@ class Connection:
             self.streams = None
 
 
-async def drive(url, make_request, *, clients, seconds, limit, stop=None, timeout=10.0) -> list[Outcome]:
+async def drive(url, make_request, *, clients, seconds, limit, stop=None, timeout=10.0, headers=None) -> list[Outcome]:
     """`clients` connections each send `make_request(n)` (method, path, json) one after another until `seconds`
-    pass, `limit` requests in all are sent, or `stop` is set. A connection that fails is opened again."""
+    pass, `limit` requests in all are sent, or `stop` is set. A connection that fails is opened again. Every
+    request carries `headers` (an admin's token)."""
     outcomes: list[Outcome] = []
     deadline = time.monotonic() + seconds
     numbers = itertools.count()
 
     async def client() -> None:
-        connection = Connection(url)
+        connection = Connection(url, headers)
         while time.monotonic() < deadline and not (stop and stop.is_set()):
             n = next(numbers)
             if n >= limit:
@@ -123,14 +127,14 @@ async def drive(url, make_request, *, clients, seconds, limit, stop=None, timeou
 
 
 def mixed(seeded: int, prefix: str):
-    """Reads and writes in turn: list, get, create, rename."""
+    """Reads and writes in turn: list, get, create, rename (an admin's requests but for the sign-ups)."""
 
     def make_request(n: int):
         user_id = n % seeded + 1
         return [
             ("GET", "/users?limit=20", None),
             ("GET", f"/users/{user_id}", None),
-            ("POST", "/users", {"email": f"{prefix}{n}@example.com", "name": f"Load {n}"}),
+            ("POST", "/users", {"email": f"{prefix}{n}@example.com", "name": f"Load {n}", "password": PASSWORD}),
             ("PATCH", f"/users/{user_id}", {"name": f"Renamed {n}"}),
         ][n % 4]
 
@@ -140,7 +144,8 @@ def mixed(seeded: int, prefix: str):
 def seed(url: str, count: int) -> None:
     with httpx.Client(base_url=url, timeout=10) as http:
         for i in range(count):
-            assert http.post("/users", json={"email": f"seed{i}@example.com", "name": f"Seed {i}"}).status_code == 201
+            new = {"email": f"seed{i}@example.com", "name": f"Seed {i}", "password": PASSWORD}
+            assert http.post("/users", json=new).status_code == 201
 
 
 def tally(outcomes) -> str:
@@ -197,13 +202,14 @@ async def test_sustained_load_is_served_within_the_pool_and_memory_stays_flat(
 ):
     svc = service(default_project, database, ACQUIRE_TIMEOUT="2", **POOL)
     await asyncio.to_thread(seed, svc.url, 50)
+    admin = await asyncio.to_thread(admin_headers, default_project, database, svc.url)
     monitor = await asyncpg.connect(postgres_url)
     stop = asyncio.Event()
     try:
         pool = asyncio.create_task(sample(0.05, stop, lambda: connections(monitor, db_name)))
         memory = asyncio.create_task(sample(0.1, stop, lambda: asyncio.sleep(0, resident_kib(svc.process.pid))))
         started = time.monotonic()
-        outcomes = await drive(svc.url, mixed(50, "load"), clients=CLIENTS, seconds=6, limit=12_000)
+        outcomes = await drive(svc.url, mixed(50, "load"), clients=CLIENTS, seconds=6, limit=12_000, headers=admin)
         stop.set()
         pool_sizes, rss = [size for _, size in await pool], await memory
     finally:
@@ -234,13 +240,16 @@ async def test_a_saturated_pool_answers_503_within_the_acquire_timeout(
     acquire_timeout, held = 1.0, 2.5
     svc = service(default_project, database, ACQUIRE_TIMEOUT=str(acquire_timeout), **POOL)
     await asyncio.to_thread(seed, svc.url, 10)
+    admin = await asyncio.to_thread(admin_headers, default_project, database, svc.url)
     locker = await asyncpg.connect(database)
     try:
         # Every query on users now blocks: the pool's connections are all taken and the rest of the clients wait.
         lock = locker.transaction()
         await lock.start()
         await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        load = asyncio.create_task(drive(svc.url, mixed(10, "busy"), clients=20, seconds=held + 1, limit=5_000))
+        load = asyncio.create_task(
+            drive(svc.url, mixed(10, "busy"), clients=20, seconds=held + 1, limit=5_000, headers=admin)
+        )
         await asyncio.sleep(held)
         await lock.rollback()
         outcomes = await load
@@ -269,7 +278,7 @@ async def test_concurrent_creates_lose_nothing_and_duplicates_get_one_201(defaul
     svc = service(default_project, database, **POOL)
     distinct = await drive(
         svc.url,
-        lambda n: ("POST", "/users", {"email": f"user{n}@example.com", "name": f"User {n}"}),
+        lambda n: ("POST", "/users", {"email": f"user{n}@example.com", "name": f"User {n}", "password": PASSWORD}),
         clients=CLIENTS,
         seconds=20,
         limit=600,
@@ -278,7 +287,11 @@ async def test_concurrent_creates_lose_nothing_and_duplicates_get_one_201(defaul
     variants = ["dup{}@example.com", "DUP{}@example.com", "dup{}@EXAMPLE.COM", "Dup{}@Example.Com"]
     duplicates = await drive(
         svc.url,
-        lambda n: ("POST", "/users", {"email": variants[n // twins % 4].format(n % twins), "name": "Twin"}),
+        lambda n: (
+            "POST",
+            "/users",
+            {"email": variants[n // twins % 4].format(n % twins), "name": "Twin", "password": PASSWORD},
+        ),
         clients=CLIENTS,
         seconds=20,
         limit=twins * 20,
@@ -391,6 +404,7 @@ async def test_postgres_restarted_under_load_means_503s_then_recovery_without_a_
 ):
     svc = service(default_project, restartable_database, ACQUIRE_TIMEOUT="1", QUERY_TIMEOUT="2", **POOL)
     await asyncio.to_thread(seed, svc.url, 10)
+    admin = await asyncio.to_thread(admin_headers, default_project, restartable_database, svc.url)
     traffic = mixed(10, "restart")
     stop = asyncio.Event()
     load = asyncio.create_task(
@@ -401,6 +415,7 @@ async def test_postgres_restarted_under_load_means_503s_then_recovery_without_a_
             seconds=30,
             limit=200_000,
             stop=stop,
+            headers=admin,
         )
     )
     await asyncio.sleep(1)
@@ -458,6 +473,7 @@ async def test_sigterm_under_load_finishes_requests_in_flight_then_closes_the_po
 ):
     svc = service(default_project, database, ACQUIRE_TIMEOUT="10", **POOL)
     await asyncio.to_thread(seed, svc.url, 5)
+    admin = await asyncio.to_thread(admin_headers, default_project, database, svc.url)
     locker, monitor = await asyncpg.connect(database), await asyncpg.connect(postgres_url)
     try:
         # Hold the users table so that the requests are still in flight when the signal comes: the pool's
@@ -465,7 +481,7 @@ async def test_sigterm_under_load_finishes_requests_in_flight_then_closes_the_po
         lock = locker.transaction()
         await lock.start()
         await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        load = asyncio.create_task(drive(svc.url, mixed(5, "term"), clients=16, seconds=30, limit=16))
+        load = asyncio.create_task(drive(svc.url, mixed(5, "term"), clients=16, seconds=30, limit=16, headers=admin))
 
         async def pool_blocked() -> bool:
             return await connections(monitor, db_name, waiting_on_a_lock=True) == POOL_SIZE
@@ -551,9 +567,14 @@ BAD_REQUESTS = [
         for raw in ["+{id}", "0{id}", "{id}_0", "%20{id}", "{id}%0A", "%D9%A1", "%EF%BC%91"]
         for method in ("GET", "PATCH", "DELETE")
     ),
-    ("name with a final newline", "POST", "/users", b'{"email": "nl@example.com", "name": "Nl\\n"}'),
-    ("email with a BOM", "POST", "/users", b'{"email": "bom\\ufeff@example.com", "name": "Bom"}'),
-    ("email with NEL", "POST", "/users", b'{"email": "nel\\u0085@example.com", "name": "Nel"}'),
+    *(
+        (what, "POST", "/users", json.dumps({**body, "password": PASSWORD}).encode())
+        for what, body in [
+            ("name with a final newline", {"email": "nl@example.com", "name": "Nl\n"}),
+            ("email with a BOM", {"email": "bom\ufeff@example.com", "name": "Bom"}),
+            ("email with NEL", {"email": "nel\x85@example.com", "name": "Nel"}),
+        ]
+    ),
     *(
         (f"query {query}", "GET", f"/users?{query}", b"")
         for query in [
@@ -591,18 +612,19 @@ async def rows(url: str) -> list[asyncpg.Record]:
 async def test_hostile_input_gets_4xx_json_and_leaves_the_table_intact(default_project, database, service, figures):
     svc = service(default_project, database, MAX_BODY_BYTES=str(MAX_BODY), **POOL)
     await asyncio.to_thread(seed, svc.url, 3)
+    admin = await asyncio.to_thread(admin_headers, default_project, database, svc.url)  # every request an admin's
     before = await rows(database)
     victim = before[0]["id"]
 
     answers = {}
     for what, method, path, body in BAD_REQUESTS:
-        connection = Connection(svc.url)
+        connection = Connection(svc.url, admin)
         try:
             answers[what, method] = await connection.request(method, path.format(id=victim), body)
         finally:
             connection.close()
-    async with httpx.AsyncClient(base_url=svc.url, timeout=10, headers=JSON_BODY) as http:
-        padded = json.dumps({"email": "big@example.com", "name": "Big"}).encode()
+    async with httpx.AsyncClient(base_url=svc.url, timeout=10, headers={**admin, **JSON_BODY}) as http:
+        padded = json.dumps({"email": "big@example.com", "name": "Big", "password": PASSWORD}).encode()
         at_the_limit = padded[:-1] + b" " * (MAX_BODY - len(padded)) + b"}"
         too_big = await http.post("/users", content=at_the_limit + b" ")
         streamed = await http.post("/users", content=chunks(b" " * 10_000, 100))
@@ -610,7 +632,8 @@ async def test_hostile_input_gets_4xx_json_and_leaves_the_table_intact(default_p
         assert (await http.post("/users", content=at_the_limit)).status_code == 201
         stored = []
         for i, (name, email) in enumerate(itertools.zip_longest(HOSTILE_NAMES, HOSTILE_EMAILS, fillvalue=None)):
-            created = await http.post("/users", json={"email": email or f"plain{i}@example.com", "name": name or "P"})
+            new = {"email": email or f"plain{i}@example.com", "name": name or "P", "password": PASSWORD + (name or "")}
+            created = await http.post("/users", json=new)
             assert created.status_code == 201, created.text
             stored.append(created.json())
         patched = await http.patch(f"/users/{stored[0]['id']}", json={"email": "';--@example.com", "name": "' OR 1=1"})
@@ -651,6 +674,7 @@ user_bodies = st.fixed_dictionaries(
         "email": st.emails() | any_text | json_values,
         "name": any_text | json_values,
         "is_active": st.booleans() | json_values,
+        "password": any_text | json_values,
         "id": json_values,
     },
 )
@@ -749,6 +773,7 @@ cases = st.sampled_from([str.upper, str.lower, str.swapcase, str.title])
 def test_generated_requests_never_get_a_5xx(default_project, database, service, figures):
     svc = service(default_project, database, **POOL)
     seed(svc.url, 3)
+    admin = admin_headers(default_project, database, svc.url)  # every generated request an admin's
     statuses: Counter = Counter()
     examples = settings(
         max_examples=400,
@@ -760,6 +785,9 @@ def test_generated_requests_never_get_a_5xx(default_project, database, service, 
 
     def request(method: str, path: str, **kwargs) -> httpx.Response:
         response = http.request(method, path, **kwargs)
+        if response.status_code == 401:  # a generated DELETE or PATCH took the admin away: make them again
+            http.headers.update(admin_headers(default_project, database, svc.url))
+            response = http.request(method, path, **kwargs)
         statuses[response.status_code] += 1
         assert response.status_code < 500, (method, path, kwargs, response.text)
         assert response.status_code == 204 or response.headers["content-type"] == "application/json"
@@ -776,12 +804,13 @@ def test_generated_requests_never_get_a_5xx(default_project, database, service, 
     @settings(examples, max_examples=150)
     @given(st.emails().filter(lambda email: len(email) <= 240), spaces, spaces, cases)
     def one_account_per_address(email, before, after, case) -> None:
-        first = request("POST", "/users", json={"email": email, "name": "First"})
+        first = request("POST", "/users", json={"email": email, "name": "First", "password": PASSWORD})
         assert first.status_code in (201, 409), (email, first.text)  # 409: made by an earlier example
         spelt = "".join(before) + case(email) + "".join(after)
-        assert request("POST", "/users", json={"email": spelt, "name": "Second"}).status_code == 409, spelt
+        second = request("POST", "/users", json={"email": spelt, "name": "Second", "password": PASSWORD})
+        assert second.status_code == 409, spelt
 
-    with httpx.Client(base_url=svc.url, timeout=10) as http:
+    with httpx.Client(base_url=svc.url, timeout=10, headers=admin) as http:
         no_5xx()
         one_account_per_address()
     assert "unhandled error" not in svc.output

@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+from conftest import admin_headers, sign_in
 
 
 @pytest.fixture
@@ -13,23 +14,34 @@ def migrated_database(default_project, new_database):
     url = new_database()
     result = default_project.run(sys.executable, "-m", f"{default_project.package}.migrate", DATABASE_URL=url)
     assert result.returncode == 0, result.stderr
-    assert "applied 1 migration(s) 0001_users.sql" in result.stdout
+    assert "applied 2 migration(s) 0001_users.sql, 0002_sign_in.sql" in result.stdout
     again = default_project.run(sys.executable, "-m", f"{default_project.package}.migrate", DATABASE_URL=url)
     assert "applied 0 migration(s)" in again.stdout
     return url
 
 
 def test_users_over_real_http(default_project, migrated_database, service):
+    # As shipped: the token secret and argon2's cost from the project's own .env.
     svc = service(default_project, migrated_database)
-    with httpx.Client(base_url=svc.url, timeout=10) as http:
+    with httpx.Client(base_url=svc.url, timeout=30) as http:
         assert http.get("/health").json() == {"status": "ok", "database": "ok"}
+        assert http.get("/users").status_code == 401  # no token
+        http.headers.update(admin_headers(default_project, migrated_database, svc.url))  # the admin is user 1
 
-        created = [http.post("/users", json={"email": f"u{i}@example.com", "name": f"U{i}"}) for i in range(3)]
+        password = "a long enough password"
+        created = [
+            http.post("/users", json={"email": f"u{i}@example.com", "name": f"U{i}", "password": password})
+            for i in range(3)
+        ]
         assert [r.status_code for r in created] == [201, 201, 201]
         first, second, third = (r.json() for r in created)
         assert created[0].headers["content-type"] == "application/json"
+        assert password not in "".join(r.text for r in created)
+        mine = sign_in(svc.url, "u0@example.com", password)
+        assert http.get("/users/me", headers=mine).json() == first
+        assert http.get("/users", headers=mine).status_code == 403  # not an admin
 
-        page = http.get("/users", params={"limit": 2}).json()
+        page = http.get("/users", params={"limit": 2, "after": 1}).json()
         assert [u["id"] for u in page] == [first["id"], second["id"]]
         assert [u["id"] for u in http.get("/users", params={"after": second["id"]}).json()] == [third["id"]]
 
@@ -40,10 +52,10 @@ def test_users_over_real_http(default_project, migrated_database, service):
 
         errors = {
             "malformed": http.post("/users", content=b"{oops", headers={"content-type": "application/json"}),
-            "invalid": http.post("/users", json={"email": "nope", "name": "X"}),
+            "invalid": http.post("/users", json={"email": "nope", "name": "X", "password": password}),
             "unknown": http.get("/users/999999"),
             "gone": http.get(f"/users/{third['id']}"),
-            "duplicate": http.post("/users", json={"email": "U1@EXAMPLE.COM", "name": "Again"}),
+            "duplicate": http.post("/users", json={"email": "U1@EXAMPLE.COM", "name": "Again", "password": password}),
             "bad limit": http.get("/users", params={"limit": 1000}),
             "no route": http.get("/nowhere"),
             "too big": http.post("/users", content=b"x" * 2_000_000),
@@ -63,7 +75,7 @@ def test_users_over_real_http(default_project, migrated_database, service):
             assert response.headers["content-type"] == "application/json"
             assert "Traceback" not in response.text
         assert errors["invalid"].json()["field"] == "email"
-        assert [u["id"] for u in http.get("/users").json()] == [first["id"], second["id"]]
+        assert [u["id"] for u in http.get("/users", params={"after": 1}).json()] == [first["id"], second["id"]]
 
     output = svc.stop(signal.SIGTERM)
     assert svc.process.returncode in (0, -signal.SIGTERM), output

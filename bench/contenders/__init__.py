@@ -26,6 +26,8 @@ class Contender:
 
 
 BAKED = Contender("baked", "baked service", "heaven_service.app:app", None)
+# Not one of the five: the baked service with its /users routes public, to count the sign-in check (signin.py).
+BAKED_PUBLIC = Contender("baked_public", "baked service, no sign-in", "baked_public:app", HERE)
 FLOOR = Contender("raw", "raw ASGI (floor)", "raw:app", HERE)
 CONTENDERS = [
     BAKED,

@@ -1,19 +1,38 @@
-"""A real Postgres for the tests (TEST_DATABASE_URL, or a throwaway server), and the app served by real uvicorn."""
+"""A real Postgres for the tests (TEST_DATABASE_URL, or a throwaway server), the app served by real uvicorn,
+and clients signed in as an admin and as a user."""
 
 import asyncio
+import contextlib
 import os
+import secrets
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 import uvicorn
 
+import {{ cookiecutter.package_name }}
+from {{ cookiecutter.package_name }}.admin import grant
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.migrate import migrate
+from {{ cookiecutter.package_name }}.passwords import Passwords
 from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.users import NewUser
 from {{ cookiecutter.package_name }}.web import App
+
+SECRET = secrets.token_urlsafe(32)
+# The tests hash hundreds of passwords: at argon2's real cost (test_passwords.py) that would take minutes.
+FAST_HASHING = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "1024"}
+PASSWORD = "correct horse battery staple"
+ADMIN = "admin@example.com"
+# Where the package is imported from, so that a child process finds it whether installed or not.
+SOURCE = str(Path({{ cookiecutter.package_name }}.__file__).parents[1])
 
 
 @pytest.fixture(scope="session")
@@ -61,11 +80,17 @@ async def conn(migrated) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-def settings_for(database_url: str, **overrides) -> Settings:
-    """Settings as the environment would give them, with small pools for tests."""
-    environ = {"DATABASE_URL": database_url, "POOL_MIN_SIZE": "1", "POOL_MAX_SIZE": "4"}
+def environment(database_url: str, **overrides) -> dict[str, str]:
+    """The variables the app reads: small pools, the session's token secret, cheap password hashing."""
+    environ = {"DATABASE_URL": database_url, "POOL_MIN_SIZE": "1", "POOL_MAX_SIZE": "4", "TOKEN_SECRET": SECRET}
+    environ.update(FAST_HASHING)
     environ.update({key.upper(): str(value) for key, value in overrides.items()})
-    return Settings.from_env(environ, env_file=None)
+    return environ
+
+
+def settings_for(database_url: str, **overrides) -> Settings:
+    """Settings as the environment would give them (`environment`)."""
+    return Settings.from_env(environment(database_url, **overrides), env_file=None)
 
 
 @pytest.fixture(scope="session")
@@ -105,9 +130,108 @@ async def base_url(migrated, serve) -> str:
 
 @pytest.fixture
 async def client(base_url, conn) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client of the running service, over empty tables."""
+    """An HTTP client of the running service, over empty tables, signed in as nobody."""
     async with httpx.AsyncClient(base_url=base_url) as client:
         yield client
+
+
+async def sign_up(client: httpx.AsyncClient, email: str, name: str = "Someone", password: str = PASSWORD) -> dict:
+    """POST /users: the new user."""
+    response = await client.post("/users", json={"email": email, "name": name, "password": password})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def sign_in(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> str:
+    """POST /auth/token: the `Authorization` header's value for the new token."""
+    response = await client.post("/auth/token", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return f"Bearer {response.json()['access_token']}"
+
+
+async def eventually(condition: Callable, within: float = 5.0) -> float:
+    """Await `condition()` every 20 ms until it is true; seconds it took, or fail after `within` seconds."""
+    started = time.monotonic()
+    while not await condition():
+        assert time.monotonic() - started < within, f"not within {within} s"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def make_admin(conn: asyncpg.Connection, email: str = ADMIN, password: str = PASSWORD) -> None:
+    """What the admin command does (test_admin.py runs the command itself)."""
+    hashed = Passwords(int(FAST_HASHING["ARGON2_TIME_COST"]), int(FAST_HASHING["ARGON2_MEMORY_KIB"])).hash_now(password)
+    await grant(conn, NewUser(email, "Admin", password), hashed)
+
+
+@pytest.fixture
+async def admin(base_url, conn) -> AsyncIterator[httpx.AsyncClient]:
+    """A client signed in as an admin (user 1), over an otherwise empty users table."""
+    await make_admin(conn)
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        http.headers["Authorization"] = await sign_in(http, ADMIN)
+        yield http
+
+
+@pytest.fixture
+async def user(base_url, conn) -> AsyncIterator[httpx.AsyncClient]:
+    """A client signed in as an ordinary user, user@example.com."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        await sign_up(http, "user@example.com", "User")
+        http.headers["Authorization"] = await sign_in(http, "user@example.com")
+        yield http
+
+
+class Process:
+    """The app under uvicorn in a process of its own, as it is deployed: one of several."""
+
+    def __init__(self, database_url: str, log: Path, **overrides) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        environ = {**os.environ, "PYTHONPATH": SOURCE, **environment(database_url, **overrides)}
+        app = "{{ cookiecutter.package_name }}.app:app"
+        command = [sys.executable, "-m", "uvicorn", app, "--port", str(self.port)]
+        with log.open("wb") as output:  # from a folder without a .env
+            self.process = subprocess.Popen(command, env=environ, cwd=log.parent, stdout=output, stderr=output)
+
+    def wait_until_healthy(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output()
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"no 200 from /health within {timeout} s:\n{self.output()}")
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+        return self.output()
+
+    def output(self) -> str:
+        """Everything the process printed so far: its log lines."""
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def spawn(tmp_path) -> Iterator[Callable[..., Process]]:
+    """`spawn(database_url, **settings)`: the app in a process of its own, healthy; stopped after the test."""
+    started: list[Process] = []
+
+    def spawn(database_url: str, **overrides) -> Process:
+        process = Process(database_url, tmp_path / f"uvicorn-{len(started)}.log", **overrides)
+        started.append(process)
+        process.wait_until_healthy()
+        return process
+
+    yield spawn
+    for process in started:
+        process.stop()
 
 
 @pytest.fixture

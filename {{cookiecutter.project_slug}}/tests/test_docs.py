@@ -3,7 +3,7 @@
 import msgspec
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.docs import METHODS, openapi
+from {{ cookiecutter.package_name }}.docs import BEARER, METHODS, openapi
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.users import NewUser, User, UserPatch
 
@@ -28,8 +28,47 @@ async def test_every_route_is_in_the_document(client):
     app = create_app(Settings())  # builds the routes; connects to nothing
     wired = {(e["method"], e["handler_name"]) for e in app.discover() if e["handler"] is not None and e["documented"]}
     assert operations == {(method, name) for method, name in wired if method in METHODS}
-    assert {("GET", "list_users"), ("POST", "create_user"), ("GET", "health")} <= operations
+    assert {
+        ("GET", "list_users"),
+        ("POST", "create_user"),
+        ("GET", "get_account"),
+        ("POST", "create_token"),
+        ("DELETE", "delete_token"),
+        ("GET", "health"),
+    } <= operations
     assert not any(path.startswith("/docs") for path in document["paths"])
+
+
+async def test_each_operation_says_which_token_it_needs(client):
+    document = (await client.get("/docs/openapi.json")).json()
+    assert document["components"]["securitySchemes"] == {
+        "bearer": {"type": "http", "scheme": "bearer", "description": BEARER["bearer"]["description"]}
+    }
+    needs = {
+        (method.upper(), path): operation["security"]
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+    }
+    public, user, admin = [], [{"bearer": []}], [{"bearer": ["admin"]}]
+    # Every operation says which; those of the users and of sign-in say these.
+    assert all(security in (public, user, admin) for security in needs.values())
+    assert {key: needs[key] for key in needs if key[1].startswith(("/users", "/auth", "/health"))} == {
+        ("POST", "/users"): public,
+        ("POST", "/auth/token"): public,
+        ("GET", "/health"): public,
+        ("DELETE", "/auth/token"): user,
+        ("GET", "/users/me"): user,
+        ("PATCH", "/users/me"): user,
+        ("DELETE", "/users/me"): user,
+        ("GET", "/users"): admin,
+        ("GET", "/users/{id}"): admin,
+        ("PATCH", "/users/{id}"): admin,
+        ("DELETE", "/users/{id}"): admin,
+    }
+    for (method, path), security in needs.items():
+        responses = document["paths"][path][method.lower()]["responses"]
+        if security:
+            assert "401" in responses and ("403" in responses or security != admin), (method, path)
 
 
 async def test_bodies_and_answers_are_the_structs_schemas(client):
@@ -70,4 +109,5 @@ async def test_the_page_needs_nothing_from_elsewhere(client):
     assert response.headers["content-type"].startswith("text/html")
     page = response.text
     assert "/users" in page and "NewUser" in page
+    assert "Bearer " in page  # signing in on the page signs in its later requests (docs.SIGN_IN_SCRIPT)
     assert 'src="http' not in page and 'href="http' not in page

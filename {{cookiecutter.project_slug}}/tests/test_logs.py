@@ -23,9 +23,9 @@ def captured_access_log():
         access.removeHandler(handler)
 
 
-async def test_a_request_is_one_json_line(client):
+async def test_a_request_is_one_json_line(admin):
     with captured_access_log() as stream:
-        response = await client.get("/users", params={"limit": 5, "token": "hunter2"})
+        response = await admin.get("/users", params={"limit": 5, "token": "hunter2"})
     assert response.status_code == 200
     (line,) = stream.getvalue().splitlines()
     entry = json.loads(line)
@@ -40,9 +40,9 @@ async def test_a_request_is_one_json_line(client):
     assert "hunter2" not in line
 
 
-async def test_an_error_answer_is_logged_with_its_status(client):
+async def test_an_error_answer_is_logged_with_its_status(admin):
     with captured_access_log() as stream:
-        await client.get("/users/999")
+        await admin.get("/users/999")
     assert json.loads(stream.getvalue())["status"] == 404
 
 

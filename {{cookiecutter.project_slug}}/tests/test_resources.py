@@ -14,6 +14,7 @@ from heaven.constants import DEFAULT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import PASSWORD, sign_in
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.docs import openapi
 from {{ cookiecutter.package_name }}.resources import MAX_ID, Email, Name, Text, normal_email
@@ -53,24 +54,25 @@ def accepts(kind, text: str) -> bool:
 # --- ids in the path -----------------------------------------------------------------------------------------------
 
 
-async def test_an_id_is_plain_ascii_digits_or_it_names_nothing(client, conn):
-    # Ids 3 and 581 exist, so that an id read any other way than as plain digits would find one of them.
+async def test_an_id_is_plain_ascii_digits_or_it_names_nothing(admin, conn):
+    # Ids 3 and 581 exist, so that an id read any other way than as plain digits would find one of them
+    # (the admin asking is id 1).
     await conn.execute(
         "INSERT INTO users (id, email, name) OVERRIDING SYSTEM VALUE VALUES (3, 'c@example.com', 'C'), "
         "(581, 'e@example.com', 'E')"
     )
-    assert (await client.get("/users/581")).status_code == 200
-    assert (await client.get("/users/3")).status_code == 200
+    assert (await admin.get("/users/581")).status_code == 200
+    assert (await admin.get("/users/3")).status_code == 200
     twisted = ["+581", "0581", "00581", "5_81", "%20581", "581%20", "%2B581", "%D9%A3", "%D9%A5%D9%A8%D9%A1"]
     twisted += ["%EF%BC%95%EF%BC%98%EF%BC%91", "581.0", "0x245", "%0A581", "581%0A", "-0", str(MAX_ID + 1)]
     for method in ("GET", "PATCH", "DELETE"):
         for raw in twisted:
-            response = await client.request(method, f"/users/{raw}", json={"name": "Twisted"})
+            response = await admin.request(method, f"/users/{raw}", json={"name": "Twisted"})
             assert response.status_code == 404, (method, raw, response.text)
             assert response.json()["error"] == "not_found"
     assert await conn.fetchval("SELECT count(*) FROM users WHERE name = 'Twisted'") == 0
-    assert await conn.fetchval("SELECT count(*) FROM users") == 2
-    assert (await client.get(f"/users/{MAX_ID}")).status_code == 404
+    assert await conn.fetchval("SELECT count(*) FROM users WHERE NOT is_admin") == 2
+    assert (await admin.get(f"/users/{MAX_ID}")).status_code == 404
 
 
 def test_the_document_describes_an_id_as_the_service_reads_it():
@@ -110,38 +112,38 @@ def headers(content_type: str | None) -> dict:
 
 
 @pytest.mark.parametrize("content_type", NOT_JSON)
-async def test_a_body_not_sent_as_json_is_415(client, conn, content_type):
-    body = json.dumps({"email": "csrf@example.com", "name": "Forged"}).encode()
+async def test_a_body_not_sent_as_json_is_415(client, admin, conn, content_type):
+    body = json.dumps({"email": "csrf@example.com", "name": "Forged", "password": PASSWORD}).encode()
     response = await client.post("/users", content=body, headers=headers(content_type))
     assert response.status_code == 415, response.text
     assert response.json()["error"] == "unsupported_media_type"
     user_id = await conn.fetchval("INSERT INTO users (email, name) VALUES ('kept@example.com', 'Kept') RETURNING id")
-    response = await client.patch(f"/users/{user_id}", content=b'{"name": "Forged"}', headers=headers(content_type))
+    response = await admin.patch(f"/users/{user_id}", content=b'{"name": "Forged"}', headers=headers(content_type))
     assert response.status_code == 415, response.text
-    assert await conn.fetchval("SELECT array_agg(name) FROM users") == ["Kept"]
+    assert await conn.fetchval("SELECT array_agg(name) FROM users WHERE NOT is_admin") == ["Kept"]
 
 
 async def test_a_repeated_content_type_is_415(client):
-    body = b'{"email": "twice@example.com", "name": "Twice"}'
+    body = json.dumps({"email": "twice@example.com", "name": "Twice", "password": PASSWORD}).encode()
     twice = [("content-type", "application/json"), ("content-type", "text/plain")]
     assert (await client.post("/users", content=body, headers=twice)).status_code == 415
 
 
 @pytest.mark.parametrize("content_type", JSON)
-async def test_json_and_json_suffixed_media_types_are_read(client, content_type):
-    body = json.dumps({"email": "typed@example.com", "name": "Typed"}).encode()
+async def test_json_and_json_suffixed_media_types_are_read(client, admin, content_type):
+    body = json.dumps({"email": "typed@example.com", "name": "Typed", "password": PASSWORD}).encode()
     created = await client.post("/users", content=body, headers=headers(content_type))
     assert created.status_code == 201, created.text
-    patched = await client.patch(created.headers["location"], content=b'{"name": "P"}', headers=headers(content_type))
+    patched = await admin.patch(created.headers["location"], content=b'{"name": "P"}', headers=headers(content_type))
     assert patched.status_code == 200, patched.text
 
 
 # --- emails and text -----------------------------------------------------------------------------------------------
 
 
-async def test_spellings_of_one_email_are_one_account_409(client):
+async def test_spellings_of_one_email_are_one_account_409(client, admin):
     for email in ("dave@example.com", "josé@example.com"):
-        response = await client.post("/users", json={"email": email, "name": "First"})
+        response = await client.post("/users", json={"email": email, "name": "First", "password": PASSWORD})
         assert response.status_code == 201, response.text
     variants = [
         "DAVE@example.com",
@@ -154,25 +156,49 @@ async def test_spellings_of_one_email_are_one_account_409(client):
         unicodedata.normalize("NFD", " josé@example.com"),  # e, then a combining acute accent
     ]
     for email in variants:
-        response = await client.post("/users", json={"email": email, "name": "Second"})
+        response = await client.post("/users", json={"email": email, "name": "Second", "password": PASSWORD})
         assert response.status_code == 409, (email, response.text)
         assert response.json()["field"] == "email"
-    other = (await client.post("/users", json={"email": "other@example.com", "name": "Other"})).json()
+    body = {"email": "other@example.com", "name": "Other", "password": PASSWORD}
+    other = (await client.post("/users", json=body)).json()
     for email in variants:
-        response = await client.patch(f"/users/{other['id']}", json={"email": email})
+        response = await admin.patch(f"/users/{other['id']}", json={"email": email})
         assert response.status_code == 409, (email, response.text)
-    names = [user["name"] for user in (await client.get("/users")).json()]
-    assert names == ["First", "First", "Other"]
+    names = [user["name"] for user in (await admin.get("/users")).json()]
+    assert names == ["Admin", "First", "First", "Other"]
 
 
-async def test_an_email_is_stored_trimmed_and_composed(client, conn):
-    response = await client.post("/users", json={"email": " \tZoë@Example.com\n", "name": "Zoë"})
+async def test_every_spelling_of_an_email_signs_in_to_its_account(client):
+    ids = {}
+    for email in ("dave@example.com", "josé@example.com"):
+        response = await client.post("/users", json={"email": f" {email}\n", "name": "Dave", "password": PASSWORD})
+        assert response.status_code == 201, response.text
+        ids[email[:3]] = response.json()["id"]
+    spellings = [
+        "dave@example.com",
+        "DAVE@example.com",
+        " dave@example.com",
+        "\tDave@Example.Com \r\n",
+        "\u3000dave@example.com\u2028",
+        "josé@example.com",
+        unicodedata.normalize("NFD", " josé@example.com"),  # e, then a combining acute accent
+        unicodedata.normalize("NFD", "JOSÉ@example.com\n"),
+    ]
+    for email in spellings:
+        token = await sign_in(client, email)
+        me = (await client.get("/users/me", headers={"Authorization": token})).json()
+        assert me["id"] == ids[normal_email(email)[:3].lower()], (email, me)
+
+
+async def test_an_email_is_stored_trimmed_and_composed(client, admin, conn):
+    body = {"email": " \tZoë@Example.com\n", "name": "Zoë", "password": PASSWORD}
+    response = await client.post("/users", json=body)
     assert response.status_code == 201, response.text
     assert response.json()["email"] == "Zoë@Example.com"
     decomposed = unicodedata.normalize("NFD", "zoë@x.io ")
-    patched = await client.patch(response.headers["location"], json={"email": decomposed})
+    patched = await admin.patch(response.headers["location"], json={"email": decomposed})
     assert patched.json()["email"] == "zoë@x.io"
-    assert await conn.fetchval("SELECT email FROM users") == "zoë@x.io"
+    assert await conn.fetchval("SELECT email FROM users WHERE NOT is_admin") == "zoë@x.io"
 
 
 @pytest.mark.parametrize(
@@ -191,7 +217,7 @@ async def test_an_email_is_stored_trimmed_and_composed(client, conn):
     ],
 )
 async def test_line_breaks_and_invisible_characters_in_text_are_422(client, conn, body, field):
-    response = await client.post("/users", json=body)
+    response = await client.post("/users", json={**body, "password": PASSWORD})
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field
     assert await conn.fetchval("SELECT count(*) FROM users") == 0

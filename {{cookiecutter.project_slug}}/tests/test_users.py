@@ -1,47 +1,50 @@
-"""/users over real HTTP: each route, each error status, JSON every time."""
+"""/users over real HTTP: sign-up, your own account (/users/me), the admins' routes, each error status, all JSON."""
 
 import asyncio
 
 import pytest
 
-ALICE = {"email": "alice@example.com", "name": "Alice"}
+from conftest import PASSWORD, sign_in, sign_up
+
+ALICE = {"email": "alice@example.com", "name": "Alice", "password": PASSWORD}
 
 
-async def create(client, email: str, name: str = "Someone") -> dict:
-    response = await client.post("/users", json={"email": email, "name": name})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-async def test_create_answers_201_with_the_user_and_its_location(client):
+async def test_sign_up_answers_201_with_the_user_and_its_location(client, admin):
     response = await client.post("/users", json=ALICE)
     assert response.status_code == 201
     assert response.headers["content-type"] == "application/json"
     user = response.json()
+    assert set(user) == {"id", "email", "name", "is_active", "created_at"}  # never the password, nor its hash
     assert user["email"] == ALICE["email"] and user["name"] == "Alice" and user["is_active"] is True
     assert isinstance(user["id"], int) and user["created_at"].endswith("Z")
     assert response.headers["location"] == f"/users/{user['id']}"
-    assert (await client.get(response.headers["location"])).json() == user
+    assert (await admin.get(response.headers["location"])).json() == user
 
 
-async def test_list_pages_by_keyset(client):
-    ids = [(await create(client, f"user{i}@example.com"))["id"] for i in range(5)]
-    first = (await client.get("/users", params={"limit": 2})).json()
+async def test_the_password_is_stored_as_an_argon2id_hash(client, conn):
+    user = await sign_up(client, "hashed@example.com")
+    stored = await conn.fetchval("SELECT password_hash FROM users WHERE id = $1", user["id"])
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+
+
+async def test_list_pages_by_keyset(client, admin):
+    ids = [1] + [(await sign_up(client, f"user{i}@example.com"))["id"] for i in range(5)]  # the admin is 1
+    first = (await admin.get("/users", params={"limit": 2})).json()
     assert [user["id"] for user in first] == ids[:2]
-    second = (await client.get("/users", params={"limit": 2, "after": first[-1]["id"]})).json()
+    second = (await admin.get("/users", params={"limit": 2, "after": first[-1]["id"]})).json()
     assert [user["id"] for user in second] == ids[2:4]
-    last = (await client.get("/users", params={"limit": 2, "after": second[-1]["id"]})).json()
+    last = (await admin.get("/users", params={"limit": 4, "after": second[-1]["id"]})).json()
     assert [user["id"] for user in last] == ids[4:]
-    assert (await client.get("/users", params={"after": ids[-1]})).json() == []
+    assert (await admin.get("/users", params={"after": ids[-1]})).json() == []
 
 
-async def test_list_defaults_to_20_and_caps_limit_at_100(client, conn):
+async def test_list_defaults_to_20_and_caps_limit_at_100(admin, conn):
     await conn.execute(
         "INSERT INTO users (email, name) SELECT 'u' || g || '@example.com', 'U' FROM generate_series(1, 120) g"
     )
-    assert len((await client.get("/users")).json()) == 20
-    assert len((await client.get("/users?limit=100")).json()) == 100
-    response = await client.get("/users?limit=101")
+    assert len((await admin.get("/users")).json()) == 20
+    assert len((await admin.get("/users?limit=100")).json()) == 100
+    response = await admin.get("/users?limit=101")
     assert response.status_code == 422
     assert response.json()["field"] == "limit"
 
@@ -49,51 +52,51 @@ async def test_list_defaults_to_20_and_caps_limit_at_100(client, conn):
 @pytest.mark.parametrize(
     "query", ["limit=0", "limit=abc", "limit=-5", "limit=5_0", "limit=%2B5", "after=-1", "after=x", "after=1.5"]
 )
-async def test_bad_query_values_are_422_naming_the_parameter(client, query):
-    response = await client.get(f"/users?{query}")
+async def test_bad_query_values_are_422_naming_the_parameter(admin, query):
+    response = await admin.get(f"/users?{query}")
     assert response.status_code == 422
     assert response.json()["field"] == query.split("=")[0]
 
 
-async def test_get_unknown_or_malformed_id_is_404(client):
+async def test_get_unknown_or_malformed_id_is_404(admin):
     for path in ["/users/999", "/users/0", "/users/-3", "/users/abc", f"/users/{2**70}"]:
-        response = await client.get(path)
+        response = await admin.get(path)
         assert response.status_code == 404, path
         assert response.json()["error"] == "not_found"
 
 
-async def test_patch_changes_only_the_fields_given(client):
-    user = await create(client, "bob@example.com", "Bob")
-    response = await client.patch(f"/users/{user['id']}", json={"is_active": False})
+async def test_patch_changes_only_the_fields_given(client, admin):
+    user = await sign_up(client, "bob@example.com", "Bob")
+    response = await admin.patch(f"/users/{user['id']}", json={"is_active": False})
     assert response.status_code == 200
     assert response.json() == {**user, "is_active": False}
-    response = await client.patch(f"/users/{user['id']}", json={"name": "Robert", "email": "rob@example.com"})
+    response = await admin.patch(f"/users/{user['id']}", json={"name": "Robert", "email": "rob@example.com"})
     assert response.json() == {**user, "is_active": False, "name": "Robert", "email": "rob@example.com"}
 
 
-async def test_patch_unknown_id_is_404(client):
-    assert (await client.patch("/users/12345", json={"name": "X"})).status_code == 404
+async def test_patch_unknown_id_is_404(admin):
+    assert (await admin.patch("/users/12345", json={"name": "X"})).status_code == 404
 
 
-async def test_delete_answers_204_then_404(client):
-    user = await create(client, "carol@example.com")
-    response = await client.delete(f"/users/{user['id']}")
+async def test_delete_answers_204_then_404(client, admin):
+    user = await sign_up(client, "carol@example.com")
+    response = await admin.delete(f"/users/{user['id']}")
     assert response.status_code == 204 and response.content == b""
-    assert (await client.get(f"/users/{user['id']}")).status_code == 404
-    assert (await client.delete(f"/users/{user['id']}")).status_code == 404
+    assert (await admin.get(f"/users/{user['id']}")).status_code == 404
+    assert (await admin.delete(f"/users/{user['id']}")).status_code == 404
 
 
 async def test_duplicate_email_is_409_whatever_its_case(client):
-    await create(client, "dave@example.com")
-    response = await client.post("/users", json={"email": "DAVE@example.com", "name": "Other"})
+    await sign_up(client, "dave@example.com")
+    response = await client.post("/users", json={**ALICE, "email": "DAVE@example.com"})
     assert response.status_code == 409
     assert response.json()["field"] == "email"
 
 
-async def test_patch_to_a_taken_email_is_409(client):
-    await create(client, "erin@example.com")
-    frank = await create(client, "frank@example.com")
-    response = await client.patch(f"/users/{frank['id']}", json={"email": "erin@example.com"})
+async def test_patch_to_a_taken_email_is_409(client, admin):
+    await sign_up(client, "erin@example.com")
+    frank = await sign_up(client, "frank@example.com")
+    response = await admin.patch(f"/users/{frank['id']}", json={"email": "erin@example.com"})
     assert response.status_code == 409
 
 
@@ -104,17 +107,27 @@ async def test_patch_to_a_taken_email_is_409(client):
         ({"email": "a@b.co", "name": ""}, "name"),
         ({"email": "a@b.co", "name": "x" * 101}, "name"),
         ({"email": "a@b.co", "name": 5}, "name"),
-        ({"email": "a@b.co"}, "name"),
+        ({"email": "a@b.co", "password": PASSWORD}, "name"),
         ({"email": "a@b.co", "name": "X", "role": "admin"}, "role"),
+        ({"email": "a@b.co", "name": "X", "is_admin": True}, "is_admin"),
         ({"email": "a@b.co", "name": "nul\u0000"}, "name"),
         ({"email": "a@b.co", "name": "X", "is_active": "yes"}, "is_active"),
+        ({"email": "a@b.co", "name": "X", "password": None}, "password"),
+        ({"email": "a@b.co", "name": "X", "password": "seven77"}, "password"),
+        ({"email": "a@b.co", "name": "X", "password": "x" * 257}, "password"),
     ],
 )
 async def test_invalid_input_is_422_naming_the_field(client, conn, body, field):
-    response = await client.post("/users", json=body)
+    response = await client.post("/users", json={"password": PASSWORD, **body})
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field
     assert await conn.fetchval("SELECT count(*) FROM users") == 0
+
+
+async def test_a_password_of_8_or_256_characters_is_taken(client):
+    for length in (8, 256):
+        user = await sign_up(client, f"len{length}@example.com", password="p" * length)
+        assert await sign_in(client, user["email"], "p" * length)
 
 
 # The last is not UTF-8, which msgspec reports with UnicodeDecodeError rather than DecodeError.
@@ -125,16 +138,15 @@ async def test_malformed_body_is_400(client, body):
     assert response.json()["error"] == "malformed_json"
 
 
-async def test_sql_metacharacters_and_non_ascii_are_stored_as_given(client):
+async def test_sql_metacharacters_and_non_ascii_are_stored_as_given(client, admin):
     name = "Robert'); DROP TABLE users;-- Ünïcødé 名前 🚀"
-    user = await create(client, "o'brien+tag@例え.jp", name)
-    assert (await client.get(f"/users/{user['id']}")).json()["name"] == name
+    user = await sign_up(client, "o'brien+tag@例え.jp", name)
+    assert (await admin.get(f"/users/{user['id']}")).json()["name"] == name
 
 
 async def test_concurrent_duplicates_give_one_201_and_the_rest_409(client):
-    responses = await asyncio.gather(
-        *(client.post("/users", json={"email": "same@example.com", "name": "Twin"}) for _ in range(8))
-    )
+    twins = {**ALICE, "email": "same@example.com"}
+    responses = await asyncio.gather(*(client.post("/users", json=twins) for _ in range(8)))
     assert sorted(r.status_code for r in responses) == [201] + [409] * 7
 
 
@@ -151,3 +163,47 @@ async def test_body_over_the_limit_is_413(client):
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
     assert (await client.get("/health")).status_code == 200
+
+
+# --- /users/me: your own account -----------------------------------------------------------------------------------
+
+
+async def test_me_is_the_signed_in_user(client, user):
+    me = await user.get("/users/me")
+    assert me.status_code == 200
+    assert me.json()["email"] == "user@example.com"
+    assert (await client.get("/users/me")).status_code == 401
+
+
+async def test_me_changes_name_and_email_without_a_password(user):
+    response = await user.patch("/users/me", json={"name": "Renamed", "email": "renamed@example.com"})
+    assert response.status_code == 200
+    assert response.json()["name"] == "Renamed" and response.json()["email"] == "renamed@example.com"
+    assert (await user.get("/users/me")).json()["name"] == "Renamed"
+
+
+async def test_a_new_password_needs_the_current_one(user):
+    missing = await user.patch("/users/me", json={"password": "a brand new password"})
+    assert missing.status_code == 422 and missing.json()["field"] == "current_password"
+    wrong = await user.patch("/users/me", json={"password": "a brand new password", "current_password": "not it!"})
+    assert wrong.status_code == 403 and wrong.json()["field"] == "current_password"
+    assert (await user.get("/users/me")).status_code == 200  # nothing changed
+
+
+async def test_a_new_password_signs_out_every_token_and_the_old_one_stops_working(client, user):
+    other = await sign_in(client, "user@example.com")  # a second session
+    response = await user.patch("/users/me", json={"password": "a brand new password", "current_password": PASSWORD})
+    assert response.status_code == 200 and set(response.json()) == {"id", "email", "name", "is_active", "created_at"}
+    for token in (user.headers["Authorization"], other):
+        assert (await client.get("/users/me", headers={"Authorization": token})).status_code == 401
+    old = await client.post("/auth/token", json={"email": "user@example.com", "password": PASSWORD})
+    assert old.status_code == 401
+    fresh = await sign_in(client, "user@example.com", "a brand new password")
+    assert (await client.get("/users/me", headers={"Authorization": fresh})).status_code == 200
+
+
+async def test_deleting_yourself_is_204_and_your_tokens_stop_working(client, user, admin):
+    me = (await user.get("/users/me")).json()
+    assert (await user.delete("/users/me")).status_code == 204
+    assert (await admin.get(f"/users/{me['id']}")).status_code == 404
+    assert (await user.get("/users/me")).status_code == 401

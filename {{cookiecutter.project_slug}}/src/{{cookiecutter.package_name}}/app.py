@@ -1,10 +1,13 @@
-"""The service: settings, the Postgres plugin and the routes, put together. Serve it with
+"""The service: settings, the Postgres, sign-in and CORS plugins and the routes, put together. Serve it with
 `uvicorn {{ cookiecutter.package_name }}.app:app`."""
 
 import logging
 
 from . import docs, health, users
+from .auth import Auth, Throttle
+from .cors import CORS, parse_origins
 from .logs import JSONFormatter
+from .passwords import Passwords
 from .postgres import Postgres
 from .settings import Settings
 from .web import App
@@ -25,6 +28,16 @@ def create_app(settings: Settings) -> App:
             statement_cache_size=settings.statement_cache_size,
         )
     )
+    # Before the routes: every route registered after it needs a token unless marked public.
+    app.plugin(
+        Auth(
+            [secret.strip() for secret in settings.token_secret.split(",") if secret.strip()],
+            token_ttl=settings.token_ttl,
+            passwords=Passwords(settings.argon2_time_cost, settings.argon2_memory_kib),
+            throttle=Throttle(settings.sign_in_limit, settings.sign_in_address_limit, settings.sign_in_window),
+        )
+    )
+    app.plugin(CORS(parse_origins(settings.cors_origins)))
     app.plugin(health)
     app.plugin(users)
     app.plugin(docs)

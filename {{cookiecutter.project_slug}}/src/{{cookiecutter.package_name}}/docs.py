@@ -21,6 +21,29 @@ _REF = "#/components/schemas/{name}"
 _ID_SCHEMA = msgspec.json.schema(Id)
 
 
+# The page's "Test Request" buttons send the headers of its "Headers" panel (kept in the tab's
+# sessionStorage). Signing in there with POST /auth/token puts the token in that panel, so every
+# later Test Request is signed in; DELETE /auth/token takes it out.
+SIGN_IN_SCRIPT = """
+(function () {
+  var send = window.fetch;
+  window.fetch = function (path, options) {
+    var method = ((options && options.method) || 'GET').toUpperCase();
+    return send.apply(this, arguments).then(function (response) {
+      if (path !== '/auth/token' || !response.ok) return response;
+      var headers = heavenGetHeaders();
+      if (method === 'DELETE') { delete headers['Authorization']; heavenSetHeaders(headers); return response; }
+      return response.clone().json().then(function (token) {
+        headers['Authorization'] = 'Bearer ' + token.access_token;
+        heavenSetHeaders(headers);
+        return response;
+      });
+    });
+  };
+})();
+"""
+
+
 class Error(Struct):
     """Every error answer: a code to branch on, a sentence to show, and the field at fault if one is."""
 
@@ -39,6 +62,16 @@ class Operation(Struct, frozen=True):
 DEFAULT_RESPONSES = {500: Error, 503: Error}
 # Any handler that reads a body with web.read may find it not JSON (400), too big (413) or not sent as JSON (415).
 BODY_RESPONSES = {400: Error, 413: Error, 415: Error}
+# On an app with sign-in (App.guard, auth.py), a handler marked `public` needs no token, one
+# marked `admin` an admin's (a role, which OpenAPI 3.1 lets a security requirement name), and
+# every other one a user's.
+BEARER = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token from POST /auth/token, sent as `Authorization: Bearer <token>`.",
+    }
+}
 
 
 def documented(*, body: Any = None, query: Any = None, responses: dict[int, Any]):
@@ -74,15 +107,23 @@ def openapi(app) -> dict[str, Any]:
         if op.query is not None:
             parameters += _query_parameters(op.query)
         summary, _, description = (entry["docstring"] or "").strip().partition("\n")
+        responses = {**DEFAULT_RESPONSES, **_body_responses(op), **op.responses}
+        security = _security(entry["handler"]) if app.guarded else None
+        if security:  # a token is needed: 401 without one, 403 without the role
+            responses[401] = Error
+            if security[0]["bearer"]:
+                responses[403] = Error
         operation = {
             "operationId": entry["handler_name"],
             "tags": [entry["group"]],
             "summary": summary,
             "responses": {
                 str(status): _response(status, None if kind is None else schema_of[id(kind)])
-                for status, kind in sorted({**DEFAULT_RESPONSES, **_body_responses(op), **op.responses}.items())
+                for status, kind in sorted(responses.items())
             },
         }
+        if security is not None:
+            operation["security"] = security
         if description.strip():
             operation["description"] = description.strip()
         if parameters:
@@ -95,7 +136,7 @@ def openapi(app) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": TITLE, "version": _version()},
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {"schemas": components, **({"securitySchemes": BEARER} if app.guarded else {})},
     }
 
 
@@ -116,7 +157,8 @@ def page(document: dict[str, Any]) -> str:
         for method, operation in methods.items()
     ]
     info = document["info"]
-    return get_docs_html(info["title"], info["version"], None, JSON_ROUTE, operations, document["components"], [])
+    html = get_docs_html(info["title"], info["version"], None, JSON_ROUTE, operations, document["components"], [])
+    return html.replace("</body>", f"<script>{SIGN_IN_SCRIPT}</script></body>", 1)
 
 
 def install(app) -> None:
@@ -138,8 +180,16 @@ def install(app) -> None:
         res.headers = "Content-Type", "text/html; charset=utf-8"
         res.body = rendered()[1]
 
+    # Read by anyone (the sign-in guard lets a handler marked `public` through without a token).
+    openapi_json.public = reference.public = True
     app.GET(JSON_ROUTE, openapi_json, docs=False)
     app.GET(ROUTE, reference, docs=False)
+
+
+def _security(handler) -> list[dict]:
+    if getattr(handler, "public", False):
+        return []
+    return [{"bearer": ["admin"] if getattr(handler, "admin", False) else []}]
 
 
 def _path(route: str) -> tuple[str, list[dict]]:

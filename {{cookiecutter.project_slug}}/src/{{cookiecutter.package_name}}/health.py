@@ -2,6 +2,7 @@
 
 from msgspec import Struct
 
+from .auth import public
 from .docs import documented
 from .postgres import DB, DatabaseUnavailable
 from .web import send
@@ -14,6 +15,7 @@ class Health(Struct):
     database: str
 
 
+@public
 @documented(responses={200: Health, 503: Health})
 async def health(req, res, ctx):
     """200 when Postgres answers `SELECT 1`, 503 when it does not."""

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from .cors import parse_origins
+
 # Written beside .env by `python -m <package>.dev` while it runs, naming its database (dev.py).
 DEV_ENV = ".dev.env"
 
@@ -31,9 +33,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Tracebacks go to the client only when this is on: never in production.
     debug: bool = False
 
+    # Sign-in (auth.py). The secret that signs tokens, made for each project in .env; the app
+    # refuses to start without one. Comma-separated, the first signs and every one verifies.
+    token_secret: str = ""
+    token_ttl: Seconds = 3600.0
+    # argon2id's cost; argon2-cffi's defaults (RFC 9106, low memory). A change rehashes at sign-in.
+    argon2_time_cost: Annotated[int, msgspec.Meta(ge=1)] = 3
+    argon2_memory_kib: Annotated[int, msgspec.Meta(ge=32)] = 65536
+    # Failed sign-ins allowed per email, and per client address, in each window of seconds.
+    sign_in_limit: Annotated[int, msgspec.Meta(ge=1)] = 5
+    sign_in_address_limit: Annotated[int, msgspec.Meta(ge=1)] = 50
+    sign_in_window: Seconds = 900.0
+    # Origins whose pages browsers may let call the API (comma-separated); empty, no CORS at all.
+    cors_origins: str = ""
+
     def __post_init__(self) -> None:
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("POOL_MIN_SIZE is greater than POOL_MAX_SIZE")
+        try:
+            parse_origins(self.cors_origins)
+        except ValueError as exc:
+            raise ValueError(f"CORS_ORIGINS: {exc}") from None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, env_file: Path | None = Path(".env")) -> "Settings":

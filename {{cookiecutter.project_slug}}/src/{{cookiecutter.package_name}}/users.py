@@ -1,14 +1,18 @@
-"""Users: the shapes, the SQL and the handlers of /users."""
+"""Users: the shapes, the SQL and the handlers of /users: sign-up, your own account, and the admins' routes."""
 
 from datetime import datetime
+from typing import Annotated
 
 import asyncpg
 import msgspec
-from msgspec import UNSET, Struct, UnsetType
+from msgspec import UNSET, Meta, Struct, UnsetType
 
+from .auth import AUTH, USER, admin, client_address, public
 from .docs import Error, documented
+from .passwords import Password
 from .postgres import DB
 from .resources import Email, Name, Page, normal_email, not_found, path_id
+from .tokens import VOID_USER_TOKENS
 from .web import HTTPError, read, read_query, send
 
 
@@ -27,6 +31,7 @@ class NewUser(Struct, forbid_unknown_fields=True):
 
     email: Email
     name: Name
+    password: Password
     is_active: bool = True
 
     def __post_init__(self) -> None:
@@ -45,21 +50,43 @@ class UserPatch(Struct, forbid_unknown_fields=True):
             self.email = normal_email(self.email)
 
 
+class AccountPatch(Struct, forbid_unknown_fields=True):
+    """The body of PATCH /users/me: the fields to change. A new password needs the current one."""
+
+    email: Email | UnsetType = UNSET
+    name: Name | UnsetType = UNSET
+    password: Password | UnsetType = UNSET
+    current_password: Annotated[str, Meta(max_length=256)] | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if self.email is not UNSET:
+            self.email = normal_email(self.email)
+
+
 decode_new_user = msgspec.json.Decoder(NewUser).decode
 decode_user_patch = msgspec.json.Decoder(UserPatch).decode
+decode_account_patch = msgspec.json.Decoder(AccountPatch).decode
 
 COLUMNS = "id, email, name, is_active, created_at"
 SELECT_USERS = f"SELECT {COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"
 SELECT_USER = f"SELECT {COLUMNS} FROM users WHERE id = $1"
-INSERT_USER = f"INSERT INTO users (email, name, is_active) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
+INSERT_USER = f"""
+INSERT INTO users (email, name, is_active, password_hash) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}
+"""
 # COALESCE keeps a column a patch leaves out (None); no column here may be set to NULL.
 UPDATE_USER = f"""
 UPDATE users SET email = COALESCE($2, email), name = COALESCE($3, name), is_active = COALESCE($4, is_active)
 WHERE id = $1 RETURNING {COLUMNS}
 """
+UPDATE_ACCOUNT = f"""
+UPDATE users SET email = COALESCE($2, email), name = COALESCE($3, name), password_hash = COALESCE($4, password_hash)
+WHERE id = $1 RETURNING {COLUMNS}
+"""
+# Deleting a user, like deactivating one, voids their tokens (a trigger, 0002_sign_in.sql).
 DELETE_USER = "DELETE FROM users WHERE id = $1"
 
 
+@admin
 @documented(query=Page, responses={200: list[User], 422: Error})
 async def list_users(req, res, ctx):
     """Users in id order, a page at a time: pass the last id you saw as `after` for the next page."""
@@ -67,6 +94,7 @@ async def list_users(req, res, ctx):
     send(res, await ctx.peek(DB).fetch(SELECT_USERS, page.after, page.limit, bind=User))
 
 
+@admin
 @documented(responses={200: User, 404: Error})
 async def get_user(req, res, ctx):
     """One user by id."""
@@ -76,21 +104,24 @@ async def get_user(req, res, ctx):
     send(res, user)
 
 
+@public
 @documented(body=NewUser, responses={201: User, 400: Error, 409: Error, 413: Error, 422: Error})
 async def create_user(req, res, ctx):
-    """Create a user: 201 with the user, 409 if the email is taken."""
+    """Sign up: 201 with the user, 409 if the email is taken. Then POST /auth/token to sign in."""
     new = read(req, decode_new_user)
+    password_hash = await ctx.peek(AUTH).passwords.hash(new.password)
     try:
-        user = await ctx.peek(DB).fetchrow(INSERT_USER, new.email, new.name, new.is_active, bind=User)
+        user = await ctx.peek(DB).fetchrow(INSERT_USER, new.email, new.name, new.is_active, password_hash, bind=User)
     except asyncpg.UniqueViolationError:
         raise _taken(new.email) from None
     res.headers = "Location", f"/users/{user.id}"
     send(res, user, 201)
 
 
+@admin
 @documented(body=UserPatch, responses={200: User, 400: Error, 404: Error, 409: Error, 413: Error, 422: Error})
 async def update_user(req, res, ctx):
-    """Change the fields given, leave the rest."""
+    """Change the fields given, leave the rest. Deactivating a user voids their tokens."""
     user_id = _user_id(req)
     patch = read(req, decode_user_patch)
     values = [None if value is UNSET else value for value in (patch.email, patch.name, patch.is_active)]
@@ -100,14 +131,76 @@ async def update_user(req, res, ctx):
         raise _taken(patch.email) from None
     if user is None:
         raise _missing(req)
+    if patch.is_active is not UNSET:  # deactivated (or back): the trigger voided their tokens
+        await ctx.peek(AUTH).revocations.refresh_user(ctx.peek(DB), user.id)
+    send(res, user)
+
+
+@admin
+@documented(responses={204: None, 404: Error})
+async def delete_user(req, res, ctx):
+    """Delete a user: 204, or 404 if there was none. Their tokens stop working."""
+    user_id = _user_id(req)
+    if await ctx.peek(DB).execute(DELETE_USER, user_id) == "DELETE 0":
+        raise _missing(req)
+    await ctx.peek(AUTH).revocations.refresh_user(ctx.peek(DB), user_id)
+    res.status = 204
+    res.body = b""
+
+
+@documented(responses={200: User, 404: Error})
+async def get_account(req, res, ctx):
+    """Your own user: the one whose token this request carries."""
+    user = await ctx.peek(DB).fetchrow(SELECT_USER, ctx.peek(USER).id, bind=User)
+    if user is None:
+        raise _no_account()
+    send(res, user)
+
+
+@documented(
+    body=AccountPatch, responses={200: User, 400: Error, 403: Error, 404: Error, 409: Error, 413: Error, 422: Error}
+)
+async def update_account(req, res, ctx):
+    """Change your own email, name or password.
+
+    A new `password` needs `current_password` (403 if it is wrong; wrong guesses count as failed
+    sign-ins), and signs out every token of yours, this one included: sign in again with it.
+    """
+    user_id = ctx.peek(USER).id
+    patch = read(req, decode_account_patch)
+    db, password_hash = ctx.peek(DB), None
+    if patch.password is not UNSET:
+        if patch.current_password is UNSET:
+            raise HTTPError(422, "invalid", "a new password needs current_password", "current_password")
+        me = await db.fetchrow(SELECT_USER, user_id, bind=User)
+        if me is None:
+            raise _no_account()
+        auth = ctx.peek(AUTH)
+        if await auth.check_password(db, me.email, patch.current_password, client_address(req)) is None:
+            raise HTTPError(403, "forbidden", "current_password is not your password", "current_password")
+        password_hash = await auth.passwords.hash(patch.password)
+    values = [None if value is UNSET else value for value in (patch.email, patch.name)]
+    try:
+        async with db.transaction() as tx:
+            user = await tx.fetchrow(UPDATE_ACCOUNT, user_id, *values, password_hash, bind=User)
+            if user is not None and password_hash is not None:
+                await tx.execute(VOID_USER_TOKENS, user_id)
+    except asyncpg.UniqueViolationError:
+        raise _taken(patch.email) from None
+    if user is None:
+        raise _no_account()
+    if password_hash is not None:
+        await ctx.peek(AUTH).revocations.refresh_user(db, user_id)
     send(res, user)
 
 
 @documented(responses={204: None, 404: Error})
-async def delete_user(req, res, ctx):
-    """Delete a user: 204, or 404 if there was none."""
-    if await ctx.peek(DB).execute(DELETE_USER, _user_id(req)) == "DELETE 0":
-        raise _missing(req)
+async def delete_account(req, res, ctx):
+    """Delete your own user; every token of yours stops working."""
+    user_id, db = ctx.peek(USER).id, ctx.peek(DB)
+    if await db.execute(DELETE_USER, user_id) == "DELETE 0":
+        raise _no_account()
+    await ctx.peek(AUTH).revocations.refresh_user(db, user_id)
     res.status = 204
     res.body = b""
 
@@ -116,6 +209,9 @@ def install(app) -> None:
     """Register the /users routes on `app`."""
     app.GET("/users", list_users)
     app.POST("/users", create_user)
+    app.GET("/users/me", get_account)
+    app.PATCH("/users/me", update_account)
+    app.DELETE("/users/me", delete_account)
     app.GET("/users/:id", get_user)
     app.PATCH("/users/:id", update_user)
     app.DELETE("/users/:id", delete_user)
@@ -127,6 +223,11 @@ def _user_id(req) -> int:
 
 def _missing(req) -> HTTPError:
     return not_found("user", req.params["id"])
+
+
+def _no_account() -> HTTPError:
+    # Deleted a moment ago: its tokens stop working within a second or so.
+    return HTTPError(404, "not_found", "the user of this token no longer exists")
 
 
 def _taken(email: str) -> HTTPError:

@@ -13,8 +13,8 @@ from urllib.parse import parse_qsl
 
 import msgspec
 from heaven import Router
-from heaven.constants import DEFAULT
-from heaven.router import Routes
+from heaven.constants import DEFAULT, SOCKET
+from heaven.router import Routes, _string_to_function_handler
 
 from .logs import log_request
 
@@ -31,11 +31,14 @@ _JSON_MEDIA_TYPE = re.compile(r"application/(?:[-!#$%&'*+.^_`|~0-9a-z]+\+)?json"
 
 
 class HTTPError(Exception):
-    """Raise from a handler to answer `{"error": code, "detail": ..., "field": ...}` with `status`."""
+    """Raise from a handler to answer `{"error": code, "detail": ..., "field": ...}` with `status`,
+    and `headers` (name, value pairs) such as `WWW-Authenticate` or `Retry-After`."""
 
-    def __init__(self, status: int, code: str, detail: str, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, field: str | None = None, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         super().__init__(detail)
-        self.status, self.code, self.detail, self.field = status, code, detail, field
+        self.status, self.code, self.detail, self.field, self.headers = status, code, detail, field, headers
 
     def body(self) -> dict[str, Any]:
         error = {"error": self.code, "detail": self.detail}
@@ -106,12 +109,18 @@ class App(Router):
     - With `access_log`, each request a handler answers is logged as one JSON line (logs.py).
     - `provide(key, value)` puts a value on every request's context, as a `BEFORE('/*')` hook
       would, at a fraction of a hook's cost.
+    - `guard(rule)` runs a check before every handler registered after it (sign-in, auth.py).
+    - `wrap(layer)` puts an ASGI layer around every HTTP request, before routing (CORS, cors.py).
+    - Shutdown hooks run last registered first: a plugin installed after another, and perhaps
+      using it (sign-in reads through Postgres), stops before it.
     """
 
     def __init__(self, *, debug: bool = False, max_body_size: int | None = None, access_log: bool = True) -> None:
         super().__init__(debug=debug, max_body_size=max_body_size)
         # Kept here rather than read back from Heaven's private attributes (_debug, _max_body_size).
         self._show_tracebacks, self._access_log = debug, access_log
+        self._rule: Callable[[Callable], Callable | None] | None = None
+        self._serve = self._route
         # Heaven routes a request with no subdomain through this engine (tests/test_heaven.py checks it).
         self.subdomains[DEFAULT] = _JSONRoutes(max_body_size)
 
@@ -120,14 +129,48 @@ class App(Router):
         place before any BEFORE hook runs, so hooks can use it as well as handlers."""
         self.subdomains[DEFAULT].provided[key] = value
 
+    def guard(self, rule: Callable[[Callable], Callable[[Any, Any], None] | None]) -> None:
+        """From now on, each handler registered gets `rule(handler)`: None, or a check
+        `check(req, ctx)` run before the handler on each request, whose HTTPError is the answer.
+
+        The rule is asked once per route, when it is registered: what a request pays is the
+        check alone. A route registered before the guard would escape it, so that is refused,
+        as is a websocket route the rule would check (its handler runs outside the check).
+        """
+        if self._rule is not None:
+            raise RuntimeError("the app has a guard already")
+        if any(self.subdomains[DEFAULT].cache.values()):
+            raise RuntimeError("install the guard before any route, or those routes would escape it")
+        self._rule = rule
+
+    @property
+    def guarded(self) -> bool:
+        """Whether a guard checks the routes (`guard`)."""
+        return self._rule is not None
+
+    def wrap(self, layer: Callable[[Callable], Callable]) -> None:
+        """Serve HTTP requests through `layer(serve)`, an ASGI callable that may answer itself or
+        call `serve` (the app as it was), before any route is matched. The last layer is outermost."""
+        self._serve = layer(self._serve)
+
     def abettor(self, method, route, handler, *args, **kwargs):
-        if inspect.iscoroutinefunction(handler):
-            handler = _answering_errors(handler, self._show_tracebacks, route if self._access_log else None)
+        # Heaven's "module.function" spelling resolved here, so that the rule sees the function itself.
+        handler = _string_to_function_handler(handler)
+        check = self._rule(handler) if self._rule is not None else None
+        if method == SOCKET:
+            if check is not None:
+                raise TypeError(f"websocket {route} would escape the guard: check in the handler and mark it public")
+        else:
+            handler = _answering_errors(handler, check, self._show_tracebacks, route if self._access_log else None)
         return super().abettor(method, route, handler, *args, **kwargs)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
+        return await self._serve(scope, receive, send)
+
+    async def _route(self, scope, receive, send):
+        # The innermost layer (wrap): Heaven's own routing, with the answer it cannot give itself.
         try:
             return await super().__call__(scope, receive, send)
         except UnicodeDecodeError:
@@ -152,7 +195,7 @@ class App(Router):
         self._daemon_tasks = [asyncio.create_task(daemon(self)) for daemon in self.daemons]
         await receive()  # lifespan.shutdown
         try:
-            await _run_all(self.deinitializers, self)
+            await _run_all(self.deinitializers, self, last_first=True)
         except Exception:
             log.exception("shutdown failed")
         await send({"type": "lifespan.shutdown.complete"})
@@ -167,20 +210,29 @@ def _undecodable_header(scope) -> bool:
     return False
 
 
-async def _run_all(hooks, app) -> None:
+async def _run_all(hooks, app, last_first: bool = False) -> None:
     # Heaven stores startup and shutdown hooks in deques, wrapped to take the app.
     while hooks:
-        await hooks.popleft()(app)
+        await (hooks.pop() if last_first else hooks.popleft())(app)
 
 
-def _answering_errors(handler, debug: bool, logged_route: str | None):
+def _answering_errors(handler, check, debug: bool, logged_route: str | None):
+    asynchronous = inspect.iscoroutinefunction(handler)
+
     @functools.wraps(handler)
     async def answering_errors(req, res, ctx):
         started = perf_counter()
         try:
-            await handler(req, res, ctx)
+            if check is not None:
+                check(req, ctx)
+            if asynchronous:
+                await handler(req, res, ctx)
+            else:
+                handler(req, res, ctx)
         except HTTPError as exc:
             send(res, exc.body(), exc.status)
+            for header in exc.headers:
+                res.headers = header
         except Exception as exc:
             log.exception("unhandled error in %s %s", req.method, req.url)
             error = {"error": "internal_error", "detail": "the server failed to answer this request"}

@@ -1,0 +1,335 @@
+"""Sign-in: the plugin that guards every route not marked public, issues and revokes tokens, and throttles guessing."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated
+
+import asyncpg
+import msgspec
+from heaven.context import Key
+from msgspec import Meta, Struct
+
+from .docs import Error, documented
+from .passwords import Passwords
+from .postgres import DB, DatabaseUnavailable
+from .resources import Email, normal_email
+from .tokens import DELETE_EXPIRED_REVOCATIONS, INSERT_REVOCATION, Principal, Revocations, Tokens
+from .web import HTTPError, read, send
+
+log = logging.getLogger(__name__)
+
+# Who signed in, on the context of every request a token let through: `ctx.peek(USER)`.
+USER: Key[Principal] = Key("user")
+# The plugin itself, on every request's context: `ctx.peek(AUTH)`.
+AUTH: Key["Auth"] = Key("auth")
+
+REFRESH_EVERY = 1.0  # seconds between two reads of the revocations
+# With no successful read for this long, a revocation could be missed: tokens are refused (503)
+# until Postgres answers again. A revoked token thus stops working everywhere within 5 s.
+STALE_AFTER = 5.0
+HOUSEKEEPING_EVERY = 60.0  # seconds between two sweeps of expired revocations and old failure counts
+
+
+def public(handler):
+    """Mark a handler as needing no token (sign-up, sign-in, health, docs)."""
+    handler.public = True
+    return handler
+
+
+def admin(handler):
+    """Mark a handler as needing an admin's token: a signed-in user who is not an admin gets 403."""
+    handler.admin = True
+    return handler
+
+
+class Credentials(Struct, forbid_unknown_fields=True):
+    """The body of POST /auth/token."""
+
+    email: Email
+    password: Annotated[str, Meta(max_length=256)]
+
+    def __post_init__(self) -> None:
+        # Looked up as sign-up stored it: the address typed at sign-up, trimmed or not, signs in.
+        self.email = normal_email(self.email)
+
+
+class Token(Struct):
+    """A bearer token: send `Authorization: Bearer <access_token>` until `expires_at`."""
+
+    access_token: str
+    token_type: str
+    expires_at: datetime
+
+
+decode_credentials = msgspec.json.Decoder(Credentials).decode
+
+# The clock is Postgres's, as the cutoffs' are: a token issued after a cutoff is never older than it.
+SELECT_SIGN_IN = """
+SELECT id, email, password_hash, is_active, is_admin, extract(epoch FROM clock_timestamp())::float8 AS now
+FROM users WHERE lower(email) = lower($1)
+"""
+# Only if the password did not change meanwhile.
+UPDATE_HASH = "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2"
+# An attempt counts as a failure from the start, so that a burst of guesses sent at once cannot
+# all pass the check before the first is counted; a success is forgiven afterwards. A window
+# opens at a key's first failure and lasts $2 seconds. The email's key comes first in $1 in every
+# statement, so two sign-ins lock the rows they share in the same order.
+COUNT_ATTEMPT = """
+INSERT INTO sign_in_failures AS f (key, window_start, failures)
+SELECT key, now(), 1 FROM unnest($1::text[]) AS key
+ON CONFLICT (key) DO UPDATE SET
+    failures = CASE WHEN f.window_start > now() - make_interval(secs => $2) THEN f.failures + 1 ELSE 1 END,
+    window_start = CASE WHEN f.window_start > now() - make_interval(secs => $2) THEN f.window_start ELSE now() END
+RETURNING key, failures, extract(epoch FROM window_start - now())::float8 + $2 AS retry_after
+"""
+FORGIVE_ATTEMPT = """
+WITH forgotten AS (DELETE FROM sign_in_failures WHERE key = $1)
+UPDATE sign_in_failures SET failures = failures - 1 WHERE key = $2 AND failures > 0
+"""
+DELETE_OLD_FAILURES = "DELETE FROM sign_in_failures WHERE window_start < now() - make_interval(secs => $1)"
+
+
+class Throttle:
+    """Failed sign-ins counted in Postgres, so that every process sees one count: over `window`
+    seconds, at most `per_email` for one email and `per_address` from one client address."""
+
+    def __init__(self, per_email: int = 5, per_address: int = 50, window: float = 900.0) -> None:
+        self.per_email, self.per_address, self.window = per_email, per_address, window
+
+    async def attempt(self, db, email: str, address: str) -> list[str]:
+        """Count a sign-in attempt; 429 with Retry-After if either count is over its limit.
+        Returns the keys to pass to `succeeded`."""
+        keys = [f"email:{normal_email(email).lower()}", f"address:{address}"]
+        limits = {keys[0]: self.per_email, keys[1]: self.per_address}
+        waits = [
+            retry_after
+            for key, failures, retry_after in await db.fetch(COUNT_ATTEMPT, keys, self.window)
+            if failures > limits[key]
+        ]
+        if waits:
+            seconds = max(1, round(max(waits)))
+            raise HTTPError(
+                429,
+                "too_many_attempts",
+                f"too many failed sign-ins; try again in {seconds} s",
+                headers=(("Retry-After", str(seconds)),),
+            )
+        return keys
+
+    async def succeeded(self, db, keys: list[str]) -> None:
+        """Forget the email's failures, and forgive the address this attempt."""
+        await db.execute(FORGIVE_ATTEMPT, *keys)
+
+
+class Auth:
+    """The plugin: `app.plugin(Auth(secrets, ...))`, installed before the routes it guards.
+
+    - Every route registered after it needs `Authorization: Bearer <token>` (401 with
+      `WWW-Authenticate: Bearer` without a valid one), unless its handler is marked `@public`;
+      one marked `@admin` needs an admin's token (403 for anyone else). The signed-in user is on
+      the context: `ctx.peek(USER)`.
+    - A token is checked in-process: its signature and age (tokens.py), then the revocations, an
+      in-memory copy of two tables that a background task reads from Postgres every second. No
+      request waits on the database to be signed in. If that copy cannot be refreshed for
+      STALE_AFTER seconds, tokens are refused with a 503 until it can.
+    - POST /auth/token signs in, DELETE /auth/token signs out; failed sign-ins are throttled.
+    """
+
+    def __init__(
+        self,
+        secrets: Sequence[str],
+        *,
+        token_ttl: float = 3600.0,
+        passwords: Passwords | None = None,
+        throttle: Throttle | None = None,
+    ) -> None:
+        self._secrets = list(secrets)
+        self.ttl = token_ttl
+        self.passwords = passwords or Passwords()
+        self.throttle = throttle or Throttle()
+        self.revocations = Revocations(token_ttl)
+        self.tokens: Tokens | None = None  # made at startup, which refuses a missing or short secret
+        self._db = None
+        self._stale = True  # until the revocations are first read
+        self._expiry: asyncio.TimerHandle | None = None
+        self._refresher: asyncio.Task | None = None
+
+    def install(self, app) -> None:
+        """Guard `app`'s routes from now on, put the plugin on every request's context, register
+        POST and DELETE /auth/token, and read the revocations from startup to shutdown."""
+        app.guard(self._rule)
+        app.keep(AUTH.name, self)
+        app.provide(AUTH.name, self)
+        app.ON("startup", self.startup)
+        app.ON("shutdown", self.shutdown)
+        app.POST("/auth/token", create_token)
+        app.DELETE("/auth/token", delete_token)
+
+    async def startup(self, app) -> None:
+        """Check the secret, read every revocation in force, and keep reading them every second;
+        a secret missing or short stops the app from starting."""
+        try:
+            self.tokens = Tokens(self._secrets, self.ttl)
+        except ValueError as exc:
+            make = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            raise RuntimeError(f"{exc}; make one with: {make}") from None
+        self._db = app.peek(DB.name)
+        if self._db is None:
+            raise RuntimeError("Auth needs the Postgres plugin installed before it")
+        await self.passwords.start()
+        try:
+            await self.revocations.refresh(self._db)
+        except Exception as exc:  # POOL_MIN_SIZE=0 lets the app start without Postgres: sign-in waits for it
+            log.warning("cannot read the token revocations yet (%s): tokens are refused until then", _reason(exc))
+        else:
+            self._fresh()
+        self._refresher = asyncio.create_task(self._keep_fresh())
+
+    async def shutdown(self, app) -> None:
+        """Stop reading the revocations and close the password threads."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self.passwords.stop()
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The principal of an `Authorization` header's bearer token; else 401 (or 503 when the
+        revocations are out of date)."""
+        if authorization is None:
+            raise _unauthorized("missing_token", "this route needs a bearer token (POST /auth/token)", "Bearer")
+        # Heaven gives a list for a header sent twice. The scheme's case does not matter (RFC 9110).
+        if type(authorization) is str and authorization[:7].lower() == "bearer ":
+            principal = self.tokens.read(authorization[7:], time.time())
+            if principal is not None and not self.revocations.voids(principal):
+                if self._stale:
+                    raise DatabaseUnavailable(TimeoutError(f"revocations not read for {STALE_AFTER} s"))
+                return principal
+        # One answer for every bad token: altered, expired, signed out, or its user changed.
+        raise _unauthorized("invalid_token", "the token is invalid, expired or revoked", 'Bearer error="invalid_token"')
+
+    def require_user(self, req, ctx) -> None:
+        """The guard of a route that needs a token."""
+        ctx.keep(USER, self.authenticate(req.headers.get("authorization")))
+
+    def require_admin(self, req, ctx) -> None:
+        """The guard of a route marked @admin."""
+        principal = self.authenticate(req.headers.get("authorization"))
+        if not principal.is_admin:
+            raise HTTPError(403, "forbidden", "only an admin may do this")
+        ctx.keep(USER, principal)
+
+    async def check_password(self, db, email: str, password: str, address: str) -> asyncpg.Record | None:
+        """The user row if `password` is theirs and they are active, else None; throttled (429).
+
+        An unknown email is checked against a decoy hash, so that it takes as long to refuse as
+        a wrong password. A hash made with old parameters is made again with the current ones.
+        """
+        keys = await self.throttle.attempt(db, email, address)
+        user = await db.fetchrow(SELECT_SIGN_IN, email)
+        hashed = user["password_hash"] if user is not None else None
+        if not await self.passwords.verify(hashed, password) or not user["is_active"]:
+            return None
+        await self.throttle.succeeded(db, keys)
+        if self.passwords.needs_rehash(hashed):
+            await db.execute(UPDATE_HASH, user["id"], hashed, await self.passwords.hash(password))
+        return user
+
+    def _rule(self, handler):
+        # Asked once per route, as it is registered (App.guard): requests pay only for the check.
+        if getattr(handler, "public", False):
+            return None
+        return self.require_admin if getattr(handler, "admin", False) else self.require_user
+
+    async def _keep_fresh(self) -> None:
+        failing = self._stale
+        loop = asyncio.get_running_loop()
+        housekeeping = loop.time() + HOUSEKEEPING_EVERY
+        while True:
+            await asyncio.sleep(REFRESH_EVERY)
+            try:
+                async with asyncio.timeout(STALE_AFTER):
+                    await self.revocations.refresh(self._db)
+            except Exception as exc:
+                if not failing:
+                    log.warning("cannot read the token revocations: %s", _reason(exc))
+                failing = True
+                continue
+            if failing:
+                log.info("reading the token revocations again")
+            failing = False
+            self._fresh()
+            if loop.time() >= housekeeping:
+                housekeeping = loop.time() + HOUSEKEEPING_EVERY
+                await self._sweep()
+
+    def _fresh(self) -> None:
+        self._stale = False
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = asyncio.get_running_loop().call_later(STALE_AFTER, self._go_stale)
+
+    def _go_stale(self) -> None:
+        self._stale = True
+        log.error("token revocations not read for %s s: refusing tokens (503) until Postgres answers", STALE_AFTER)
+
+    async def _sweep(self) -> None:
+        self.revocations.forget_expired(time.time())
+        try:
+            async with asyncio.timeout(STALE_AFTER):
+                await self._db.execute(DELETE_EXPIRED_REVOCATIONS, self.ttl)
+                await self._db.execute(DELETE_OLD_FAILURES, self.throttle.window)
+        except Exception as exc:  # a read-only or busy database: the rows wait for the next sweep
+            log.info("could not sweep expired revocations and failures: %s", type(exc).__name__)
+
+
+def _reason(exc: Exception) -> str:
+    # A Postgres error's message names a table or a statement, never a password; a connection error only its type.
+    if isinstance(exc, DatabaseUnavailable):
+        return type(exc.cause).__name__
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, asyncpg.PostgresError) else type(exc).__name__
+
+
+def _unauthorized(code: str, detail: str, challenge: str) -> HTTPError:
+    return HTTPError(401, code, detail, headers=(("WWW-Authenticate", challenge),))
+
+
+def client_address(req) -> str:
+    """The client's IP address as the server saw it (behind a proxy, see uvicorn's --proxy-headers)."""
+    try:
+        return req.ip.address
+    except TypeError:  # the server did not say (a unix socket)
+        return "unknown"
+
+
+@public
+@documented(body=Credentials, responses={200: Token, 400: Error, 401: Error, 413: Error, 422: Error, 429: Error})
+async def create_token(req, res, ctx):
+    """Sign in: a bearer token for this email and password.
+
+    An unknown email and a wrong password get the same 401, in about the same time. Repeated
+    failures for one email, or from one address, get 429 with `Retry-After`.
+    """
+    credentials = read(req, decode_credentials)
+    auth, db = ctx.peek(AUTH), ctx.peek(DB)
+    user = await auth.check_password(db, credentials.email, credentials.password, client_address(req))
+    if user is None:
+        raise _unauthorized("invalid_credentials", "wrong email or password", "Bearer")
+    token, principal = auth.tokens.issue(user["id"], user["is_admin"], user["now"])
+    expires_at = datetime.fromtimestamp(principal.issued_at + auth.ttl, UTC)
+    send(res, Token(token, "bearer", expires_at))
+    res.headers = "Cache-Control", "no-store"
+
+
+@documented(responses={204: None})
+async def delete_token(req, res, ctx):
+    """Sign out: the token this request carries stops working, in every process within 5 s."""
+    principal = ctx.peek(USER)
+    await ctx.peek(DB).execute(INSERT_REVOCATION, principal.token_id, principal.issued_at)
+    ctx.peek(AUTH).revocations.revoke(principal)
+    res.status = 204
+    res.body = b""

@@ -1,0 +1,64 @@
+"""CORS over real HTTP: nothing without CORS_ORIGINS; listed origins get their headers, preflights their answer."""
+
+import httpx
+import pytest
+
+from {{ cookiecutter.package_name }}.settings import Settings
+
+APP = "https://app.example.com"
+PREFLIGHT = {"Origin": APP, "Access-Control-Request-Method": "PATCH", "Access-Control-Request-Headers": "authorization"}
+
+
+async def test_without_cors_origins_there_are_no_cors_headers(client):
+    response = await client.get("/health", headers={"Origin": APP})
+    assert not [name for name in response.headers if name.startswith("access-control-")]
+    preflight = await client.options("/users/me", headers=PREFLIGHT)
+    assert preflight.status_code == 405 and "access-control-allow-origin" not in preflight.headers
+
+
+async def test_a_listed_origin_gets_its_preflight_answered_before_sign_in(migrated, serve):
+    url = await serve(migrated, cors_origins=f"{APP}, https://admin.example.com")
+    async with httpx.AsyncClient(base_url=url) as http:
+        preflight = await http.options("/users/me", headers=PREFLIGHT)
+        assert preflight.status_code == 204 and preflight.content == b""
+        assert preflight.headers["access-control-allow-origin"] == APP
+        assert "PATCH" in preflight.headers["access-control-allow-methods"]
+        assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+        assert preflight.headers["vary"] == "Origin" and int(preflight.headers["access-control-max-age"]) > 0
+        assert "access-control-allow-credentials" not in preflight.headers
+
+        # The request itself, answered 401 here, carries the headers a browser needs to show the page that 401.
+        response = await http.get("/users/me", headers={"Origin": APP})
+        assert response.status_code == 401
+        assert response.headers["access-control-allow-origin"] == APP
+        assert "WWW-Authenticate" in response.headers["access-control-expose-headers"]
+        assert "access-control-allow-credentials" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example.com", "null", "https://app.example.com.evil.com", "http://app.example.com"]
+)
+async def test_an_unlisted_origin_gets_no_cors_headers(migrated, serve, origin):
+    async with httpx.AsyncClient(base_url=await serve(migrated, cors_origins=APP)) as http:
+        response = await http.get("/health", headers={"Origin": origin})
+        preflight = await http.options("/users/me", headers={**PREFLIGHT, "Origin": origin})
+    for answer in (response, preflight):
+        assert not [name for name in answer.headers if name.startswith("access-control-")], answer.headers
+    assert preflight.status_code == 405  # not answered as a preflight: the browser refuses the call
+
+
+async def test_any_origin_is_star_and_never_with_credentials(migrated, serve):
+    async with httpx.AsyncClient(base_url=await serve(migrated, cors_origins="*")) as http:
+        preflight = await http.options("/users", headers={**PREFLIGHT, "Origin": "https://anywhere.example"})
+        response = await http.get("/health", headers={"Origin": "https://anywhere.example"})
+    for answer in (preflight, response):
+        assert answer.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in answer.headers
+
+
+@pytest.mark.parametrize(
+    "value", ["null", "app.example.com", "https://app.example.com/path", "ftp://x.example", "*, null"]
+)
+def test_a_value_that_is_not_an_origin_stops_the_app_naming_cors_origins(value):
+    with pytest.raises(SystemExit, match="CORS_ORIGINS"):
+        Settings.from_env({"CORS_ORIGINS": value}, env_file=None)
