@@ -33,6 +33,7 @@ SIGNATURES = [
     ("heaven.router", "Routes.unmatched", "self scope method route w", "exactly"),
     ("heaven.router", "Routes.buffer", "self r receive w application", "exactly"),
     ("heaven.router", "Router.abettor", "self method route handler", "first"),
+    ("heaven.router", "_string_to_function_handler", "handler", "exactly"),
     ("heaven.router", "Router.discover", "self subdomain", "first"),
     ("heaven.router", "Router.__init__", "debug max_body_size", "among"),
     ("heaven.docs", "get_docs_html", "title version favicon json_path operations components sockets", "exactly"),

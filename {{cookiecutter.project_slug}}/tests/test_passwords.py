@@ -57,4 +57,6 @@ async def test_the_defaults_are_argon2_cffis_and_hashing_leaves_the_event_loop_f
     finally:
         passwords.stop()
     assert len(pauses) > 100
-    assert max(pauses) < one_hash / 3, (max(pauses), one_hash)
+    # A hash that held the GIL would stop the loop for a whole hash or more. The OS may still leave the loop's
+    # thread waiting for a core while two hash on a 2-core machine: up to a third of a hash, seen under load.
+    assert max(pauses) < one_hash / 2, (max(pauses), one_hash)
