@@ -37,6 +37,7 @@ def test_bench_smoke_runs_and_contenders_agree(tmp_path):
     assert all(run["errors"] == 0 for run in results["paired"]["runs"]), results["paired"]["runs"]
     counted = results["instructions"]["endpoints"]["limit=20"]["per_request"]
     assert set(counted) == set(results["contenders"]) and all(n > 0 for n in counted.values()), counted
-    sign_in = results["sign_in"]  # the baked service measured signed in, and what that costs
-    assert sign_in["check_instructions"] > 0 and 0 < sign_in["check_share"] < 0.2 and sign_in["check_us"] > 0, sign_in
+    # What the sign-in check costs is counted (smoke's few requests make the difference itself noise).
+    sign_in = results["sign_in"]
+    assert all(n > 0 for n in sign_in["instructions"].values()) and {"check_us", "argon2_hash_ms"} <= set(sign_in)
     assert (tmp_path / "results.md").exists() and (tmp_path / "chart.png").stat().st_size > 0

@@ -201,8 +201,9 @@ async def test_sustained_load_is_served_within_the_pool_and_memory_stays_flat(
     default_project, database, db_name, postgres_url, service, figures
 ):
     svc = service(default_project, database, ACQUIRE_TIMEOUT="2", **POOL)
-    await asyncio.to_thread(seed, svc.url, 50)
+    # The admin first: the admin command's own connection is long gone when the pool is sampled.
     admin = await asyncio.to_thread(admin_headers, default_project, database, svc.url)
+    await asyncio.to_thread(seed, svc.url, 50)
     monitor = await asyncpg.connect(postgres_url)
     stop = asyncio.Event()
     try:
@@ -472,8 +473,8 @@ async def test_sigterm_under_load_finishes_requests_in_flight_then_closes_the_po
     default_project, database, db_name, postgres_url, service, figures
 ):
     svc = service(default_project, database, ACQUIRE_TIMEOUT="10", **POOL)
-    await asyncio.to_thread(seed, svc.url, 5)
     admin = await asyncio.to_thread(admin_headers, default_project, database, svc.url)
+    await asyncio.to_thread(seed, svc.url, 5)
     locker, monitor = await asyncpg.connect(database), await asyncpg.connect(postgres_url)
     try:
         # Hold the users table so that the requests are still in flight when the signal comes: the pool's
