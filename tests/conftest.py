@@ -264,7 +264,6 @@ def admin_headers(project: Baked, database_url: str, url: str) -> dict[str, str]
     return sign_in(url)
 
 
-
 # Collected where the reports arrive: the one process without pytest-xdist, the controller with it (a
 # worker's own config, where a fixture could stash them, is not the one that prints the summary).
 FIGURES: list[str] = []

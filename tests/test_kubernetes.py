@@ -389,11 +389,11 @@ def test_the_web_pods_settings_serve_through_pgbouncer_with_the_password_from_th
                     time.sleep(0.05)
             assert healthy is not None and healthy.status_code == 200, log.read_text()
             new = {"email": "k@example.com", "name": "K", "password": "a long enough password"}
-            new_login = {"email": new["email"], "password": new["password"]}
             created = httpx.post(f"http://127.0.0.1:{port}/users", json=new)
             assert created.status_code == 201, created.text
             # Signed in with a token signed by the Secret's TOKEN_SECRET.
-            me = httpx.get(f"http://127.0.0.1:{port}/users/me", headers=sign_in(f"http://127.0.0.1:{port}", **new_login))
+            token = sign_in(f"http://127.0.0.1:{port}", new["email"], new["password"])
+            me = httpx.get(f"http://127.0.0.1:{port}/users/me", headers=token)
             assert me.json() == created.json(), me.text
         finally:
             process.terminate()
