@@ -174,8 +174,9 @@ def resident_kib(pid: int) -> int:
 
 async def connections(conn, database: str, waiting_on_a_lock: bool = False) -> int:
     return await conn.fetchval(
+        # Client backends only: an autovacuum worker tidying the table under load is no connection of the pool's.
         "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
-        " AND (NOT $2 OR wait_event_type = 'Lock')",
+        " AND backend_type = 'client backend' AND (NOT $2 OR wait_event_type = 'Lock')",
         database,
         waiting_on_a_lock,
     )
