@@ -27,6 +27,7 @@ async def test_every_route_is_in_the_document(client):
         ("PATCH", "/users/{id}"),
         ("DELETE", "/users/{id}"),
         ("GET", "/health"),
+        ("GET", "/health/live"),
     }
 
 
