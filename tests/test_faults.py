@@ -302,7 +302,8 @@ async def test_a_failover_onto_a_read_only_server_refuses_writes_with_503_while_
     figures(
         f"read-only failover (default_transaction_read_only, {held:.0f} s) under 12 connections: "
         f"{len([o for o in refused if o.path != '/health'])} writes refused as 503 database_read_only, "
-        f"{len(reads)} reads served (all 200), /health 200 degraded/read_only; writes accepted again "
+        f"{len(reads)} reads served (all 200), slowest request {max(o.seconds for o in outcomes):.2f} s, /health 200 "
+        f"degraded/read_only; writes accepted again "
         f"{writes_again:.2f} s after the server was writable; {len(during)} log lines besides access records, "
         "0 tracebacks"
     )
@@ -344,7 +345,8 @@ async def test_a_rotated_password_is_503_and_one_warning_then_recovers_without_a
     assert sum("answers again" in line for line in svc.lines) == 1
     figures(
         f"password rotated and the pool's connections terminated for 3 s under 12 connections: {len(outcomes)} "
-        f"requests ({tally(outcomes)}), every failure a JSON 503, 0 500s; serving again {recovery:.2f} s after the "
+        f"requests ({tally(outcomes)}), every failure a JSON 503, 0 500s, slowest "
+        f"{max(o.seconds for o in outcomes):.2f} s; serving again {recovery:.2f} s after the "
         f"password was restored, no restart; {len(during)} log lines besides access records (one WARNING naming "
         f"InvalidPasswordError), 0 tracebacks, no password"
     )
