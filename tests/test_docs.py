@@ -47,6 +47,7 @@ def test_the_openapi_document_is_valid_and_carries_the_structs(running):
         "/users": ["get", "post"],
         "/users/{id}": ["delete", "get", "patch"],
         "/health": ["get"],
+        "/health/live": ["get"],
     }
     schemas = document["components"]["schemas"]
     assert schemas["NewUser"]["required"] == ["email", "name"]

@@ -28,7 +28,7 @@ async def test_every_route_is_in_the_document(client):
     app = create_app(Settings())  # builds the routes; connects to nothing
     wired = {(e["method"], e["handler_name"]) for e in app.discover() if e["handler"] is not None and e["documented"]}
     assert operations == {(method, name) for method, name in wired if method in METHODS}
-    assert {("GET", "list_users"), ("POST", "create_user"), ("GET", "health")} <= operations
+    assert {("GET", "list_users"), ("POST", "create_user"), ("GET", "check_health")} <= operations
     assert not any(path.startswith("/docs") for path in document["paths"])
 
 
