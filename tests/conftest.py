@@ -130,7 +130,7 @@ def new_database(postgres_url):
 
 # The suite runs on two pytest-xdist workers (pyproject's addopts). Tests that measure time share one group, which
 # --dist loadgroup runs on one worker, one test at a time: never beside each other. Add a module of such tests here.
-TIMING_MODULES = {"test_reliability.py"}
+TIMING_MODULES = {"test_reliability.py", "test_faults.py"}
 # Longest first, so that a worker starts it at once: the bench's smoke run, alone about half the suite's work. It
 # checks answers, not speed: one worker runs it while the other takes the timing group, then the rest.
 FIRST_MODULES = {"smoke_test.py"}

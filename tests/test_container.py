@@ -47,7 +47,7 @@ def test_the_image_is_multi_stage_non_root_and_healthchecked(default_project):
     copies = [args for op, args in final if op == "COPY"]
     assert copies and all(args.startswith("--from=") for args in copies)
     (healthcheck,) = [args for op, args in final if op == "HEALTHCHECK"]
-    assert "/health" in healthcheck
+    assert "/health/live" in healthcheck  # liveness: a restart cures no database outage
     (cmd,) = [json.loads(args) for op, args in final if op == "CMD"]
     assert cmd[0] == "uvicorn" and cmd[1] == f"{default_project.package}.app:app"
     assert "--no-access-log" in cmd  # the app logs each request itself, as JSON
@@ -191,3 +191,19 @@ def test_the_answers_are_kept_for_cruft(bake):
     # cruft update must never touch the generated secret, whether cruft or cookiecutter made the project.
     skip = tomllib.loads((project.path / "pyproject.toml").read_text())["tool"]["cruft"]["skip"]
     assert {".env", ".pgdata", ".cruft.json"} <= set(skip)
+
+
+def test_the_stop_settings_agree_with_the_shutdown_bound(default_project):
+    # README: requests end within max(ACQUIRE_TIMEOUT, CONNECT_TIMEOUT) + QUERY_TIMEOUT + 2 s; shutdown 2 s later.
+    path = default_project.path
+    env = dict(line.split("=", 1) for line in (path / ".env.example").read_text().splitlines() if "=" in line)
+    bound = max(float(env["ACQUIRE_TIMEOUT"]), float(env["CONNECT_TIMEOUT"])) + float(env["QUERY_TIMEOUT"]) + 2
+    final = final_stage(instructions((path / "Dockerfile").read_text()))
+    assert ("STOPSIGNAL", "SIGTERM") in final
+    (cmd,) = [json.loads(args) for op, args in final if op == "CMD"]
+    assert float(cmd[cmd.index("--timeout-graceful-shutdown") + 1]) == bound  # requests in flight may finish
+    services = yaml.safe_load((path / "docker-compose.yml").read_text())["services"]
+    for name in ("app", "app-pgbouncer"):
+        grace = services[name]["stop_grace_period"]
+        assert grace.endswith("s") and float(grace[:-1]) >= bound + 2, (name, grace)
+    assert bound + 2 <= 30 - 5  # Kubernetes' default grace period, less a preStop sleep of 5 s

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -78,6 +79,28 @@ async def conn(migrated) -> AsyncIterator[asyncpg.Connection]:
     finally:
         # Even when emptying fails: an unclosed connection ends the run in ResourceWarnings that hide the error.
         await conn.close()
+
+
+class Role:
+    """A login role of a test's own, with every right on the users table: one a test may refuse, restrict or cut off."""
+
+    def __init__(self, database_url: str, name: str, password: str) -> None:
+        self.name, self.password = name, password
+        parts = urlsplit(database_url)
+        where = parts.netloc.rpartition("@")[2]
+        self.url = parts._replace(netloc=f"{name}:{password}@{where}").geturl()
+
+
+@pytest.fixture
+async def role(migrated, conn) -> AsyncIterator[Role]:
+    """A role of the test's own on the test database (dropped after the test), and the URL to connect as it."""
+    name, password = f"role_{secrets.token_hex(4)}", secrets.token_hex(12)
+    await conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+    await conn.execute(f"GRANT ALL ON users TO {name}")
+    yield Role(migrated, name, password)
+    await conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'")
+    await conn.execute(f"DROP OWNED BY {name}")
+    await conn.execute(f"DROP ROLE {name}")
 
 
 def environment(database_url: str, **overrides) -> dict[str, str]:

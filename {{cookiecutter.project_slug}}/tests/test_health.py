@@ -1,5 +1,7 @@
-"""/health: 200 while Postgres answers, 503 (and the other routes 503 too) when it does not."""
+"""/health (readiness) tells an unreachable database from a read-only one and from an exhausted pool, within a
+second; /health/live answers without the database."""
 
+import asyncio
 import time
 
 import httpx
@@ -12,6 +14,8 @@ async def test_health_is_200_with_the_database_up(client):
     response = await client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok"}
+    live = await client.get("/health/live")
+    assert live.status_code == 200 and live.json() == {"status": "ok"}
 
 
 async def test_database_away_is_503_not_500(serve, closed_port):
@@ -19,7 +23,7 @@ async def test_database_away_is_503_not_500(serve, closed_port):
     url = f"postgresql://app:secret-pw@127.0.0.1:{closed_port}/app"
     async with httpx.AsyncClient(base_url=await serve(url, pool_min_size=0, connect_timeout=1)) as client:
         health = await client.get("/health")
-        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        assert health.status_code == 503 and health.json() == {"status": "unavailable", "database": "unreachable"}
         new_user = {"email": "a@b.co", "name": "A", "password": "a long enough password"}
         # A token the app would take, but it cannot read the revocations: 503 rather than trust it.
         token, _ = Tokens([SECRET], 3600).issue(1, True, time.time())
@@ -28,3 +32,37 @@ async def test_database_away_is_503_not_500(serve, closed_port):
             assert response.status_code == 503
             assert response.json()["error"] == "database_unavailable"
             assert "secret-pw" not in response.text
+        # Liveness never asks the database: restarting the service would not bring it back.
+        live = await client.get("/health/live")
+        assert live.status_code == 200 and live.json() == {"status": "ok"}
+
+
+async def test_health_is_quick_and_says_busy_while_a_lock_holds_the_whole_pool(serve, migrated, conn):
+    url = await serve(migrated, pool_min_size=1, pool_max_size=1, acquire_timeout=0.3, query_timeout=5)
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        lock = conn.transaction()
+        await lock.start()
+        await conn.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        try:
+            holder = asyncio.create_task(http.get("/users"))  # the pool's one connection, waiting on the lock
+            await asyncio.sleep(0.2)
+            refused = await http.get("/users")
+            started = time.monotonic()
+            health = await http.get("/health")
+            took = time.monotonic() - started
+        finally:
+            await lock.rollback()
+        assert refused.status_code == 503 and refused.json()["error"] == "database_unavailable"
+        assert took < 1  # it asks over a connection of its own, not behind the requests
+        assert health.status_code == 503 and health.json() == {"status": "busy", "database": "ok"}
+        assert (await holder).status_code == 200
+
+
+async def test_health_says_degraded_on_a_read_only_database_whose_writes_get_503(serve, role, conn):
+    await conn.execute(f"ALTER ROLE {role.name} SET default_transaction_read_only = on")
+    async with httpx.AsyncClient(base_url=await serve(role.url)) as http:
+        write = await http.post("/users", json={"email": "w@example.com", "name": "W"})
+        assert write.status_code == 503 and write.json()["error"] == "database_read_only"
+        assert (await http.get("/users")).status_code == 200
+        health = await http.get("/health")
+        assert health.status_code == 200 and health.json() == {"status": "degraded", "database": "read_only"}

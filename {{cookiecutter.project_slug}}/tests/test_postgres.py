@@ -2,15 +2,24 @@
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import msgspec
 import pytest
 from heaven import Router
 
-from {{ cookiecutter.package_name }}.postgres import DB, BindError, DatabaseUnavailable, Postgres, bind_rows
+from {{ cookiecutter.package_name }}.postgres import (
+    DB,
+    BindError,
+    DatabaseReadOnly,
+    DatabaseUnavailable,
+    Postgres,
+    bind_rows,
+    describe,
+)
 from {{ cookiecutter.package_name }}.users import User
 
 
@@ -177,3 +186,127 @@ async def test_a_waiting_request_cancelled_by_its_client_is_not_a_timeout(migrat
         await holder
         await asyncio.sleep(0.3)  # past the cancelled request's deadline: nothing left to expire
         assert await asyncio.gather(db.fetchval("SELECT 2"), db.fetchval("SELECT 3")) == [2, 3]
+
+
+# --- when the database goes away or refuses ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def records(logger: str) -> Iterator[list[logging.LogRecord]]:
+    """The records that reach `logger`'s handlers meanwhile (after its filters)."""
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logging.getLogger(logger).addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logging.getLogger(logger).removeHandler(handler)
+
+
+async def eventually(condition, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        assert time.monotonic() < deadline, f"not within {within} s"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_timed_out_query_is_503_and_its_server_process_is_ended(migrated, conn):
+    async with running(Postgres(migrated, min_size=1, query_timeout=0.3)) as db:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            await db.fetchval("SELECT pg_sleep(30)")
+        assert time.monotonic() - started < 1  # its connection terminated, not waited on
+
+        async def stray_gone() -> bool:
+            count = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
+            return await conn.fetchval(count) == 0
+
+        await eventually(stray_gone)  # ended by the probe that the timeout set off
+        assert await db.fetchval("SELECT 1") == 1 and db.available
+
+
+async def test_a_timed_out_statement_in_a_transaction_is_503_and_leaves_nothing_open(migrated, conn):
+    async with running(Postgres(migrated, min_size=1, max_size=1, query_timeout=0.3)) as db:
+        with pytest.raises(DatabaseUnavailable):
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO users (email, name) VALUES ('t@example.com', 'T')")
+                await tx.fetchval("SELECT pg_sleep(30)")
+        async with db.transaction() as tx:
+            assert await tx.fetchval("SELECT count(*) FROM users") == 0  # rolled back
+    assert await conn.fetchval("SELECT count(*) FROM users") == 0
+
+
+async def test_a_write_on_a_read_only_server_is_503_database_read_only_and_reads_go_on(role, conn):
+    await conn.execute(f"ALTER ROLE {role.name} SET default_transaction_read_only = on")
+    async with running(Postgres(role.url, min_size=1)) as db:
+        with records("{{ cookiecutter.package_name }}.postgres") as logged:
+            with pytest.raises(DatabaseReadOnly) as refused:
+                await db.execute("INSERT INTO users (email, name) VALUES ('w@example.com', 'W')")
+            assert (refused.value.status, refused.value.code) == (503, "database_read_only")
+            assert await db.fetchval("SELECT count(*) FROM users") == 0  # reads go on
+            assert await db.check() == "read_only"
+            assert db.available  # the database answers
+    assert [r.getMessage() for r in logged] == [
+        f"Postgres at {describe(role.url)} is read-only: writes are refused with 503 database_read_only, reads go on"
+    ]
+
+
+async def test_a_transaction_the_code_declares_read_only_is_not_a_failover(migrated):
+    async with running(Postgres(migrated, min_size=1)) as db:
+        with records("{{ cookiecutter.package_name }}.postgres") as logged:
+            with pytest.raises(DatabaseReadOnly):
+                async with db.transaction(readonly=True) as tx:
+                    await tx.execute("INSERT INTO users (email, name) VALUES ('r@example.com', 'R')")
+            assert await db.check() == "ok"
+        assert not [r for r in logged if r.levelno >= logging.WARNING]
+
+
+async def test_credentials_refused_while_reconnecting_are_503_and_one_outage(role, conn):
+    async with running(Postgres(role.url, min_size=1, max_size=2)) as db:
+        assert await db.fetchval("SELECT 1") == 1 and await db.check() == "ok"
+        with records("{{ cookiecutter.package_name }}.postgres") as logged:
+            await conn.execute(f"ALTER ROLE {role.name} NOLOGIN")
+            await conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role.name}'")
+            for _ in range(3):
+                with pytest.raises(DatabaseUnavailable) as refused:
+                    await db.fetchval("SELECT 1")
+                assert refused.value.status == 503
+            assert not db.available
+            assert await db.check() == "unreachable"
+            assert db.outages == 1
+            await conn.execute(f"ALTER ROLE {role.name} LOGIN")
+            assert await db.check() == "ok"
+            assert db.available and await db.fetchval("SELECT 2") == 2
+        warnings = [r.getMessage() for r in logged if r.levelno == logging.WARNING]
+        assert len(warnings) == 2, warnings
+        assert "is unreachable (InvalidAuthorizationSpecificationError" in warnings[0]
+        assert "answers again" in warnings[1] and "3 requests refused" in warnings[1]
+        assert role.password not in " ".join(warnings)
+
+
+async def test_too_many_connections_is_503(role, conn):
+    await conn.execute(f"ALTER ROLE {role.name} CONNECTION LIMIT 1")
+    async with running(Postgres(role.url, min_size=1, max_size=2)) as db, db.connection() as held:
+        with pytest.raises(DatabaseUnavailable) as refused:
+            await db.fetchval("SELECT 1")  # needs a second connection
+        assert isinstance(refused.value.cause, asyncpg.TooManyConnectionsError)
+        assert await held.fetchval("SELECT 1") == 1
+
+
+async def test_the_pools_reconnect_retries_are_one_line_then_quiet_during_the_outage(role, conn):
+    async with running(Postgres(role.url, min_size=2, max_size=2)) as db:
+        with records("asyncpg.pool") as retries, records("{{ cookiecutter.package_name }}.postgres") as logged:
+            await conn.execute(f"ALTER ROLE {role.name} NOLOGIN")
+            await conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role.name}'")
+
+            async def outage_begun() -> bool:
+                return db.outages == 1
+
+            # No request: asyncpg's own attempt to reconnect the pool's floor is the first sign.
+            await eventually(outage_begun)
+            await asyncio.sleep(2.5)  # asyncpg tries again after 1 s, then 2 s: during the outage
+        await conn.execute(f"ALTER ROLE {role.name} LOGIN")
+    assert len(retries) == 1 and retries[0].exc_info is None  # one line, its traceback left out
+    assert "InvalidAuthorizationSpecificationError" in retries[0].getMessage()
+    assert len([r for r in logged if "is unreachable" in r.getMessage()]) == 1

@@ -26,6 +26,7 @@ def create_app(settings: Settings) -> App:
             acquire_timeout=settings.acquire_timeout,
             query_timeout=settings.query_timeout,
             statement_cache_size=settings.statement_cache_size,
+            tcp_user_timeout=settings.tcp_user_timeout,
         )
     )
     # Before the routes: every route registered after it needs a token unless marked public.

@@ -1,32 +1,54 @@
-"""/health: is the service able to reach its database right now."""
+"""/health (readiness: can this process serve requests now?) and /health/live (liveness: is it running at all?)."""
 
 from msgspec import Struct
 
 from .auth import public
 from .docs import documented
-from .postgres import DB, DatabaseUnavailable
+from .postgres import DB
 from .web import send
+
+# /health answers within a second, whatever the pool does: a probe that takes longer counts as no answer.
+WITHIN = 0.8
 
 
 class Health(Struct):
-    """Whether the service can reach its database."""
+    """Whether the service can serve requests, and what its database answers."""
+
+    status: str  # ok, degraded (read-only: reads work), busy (the pool is exhausted) or unavailable
+    database: str  # ok, read_only or unreachable
+
+
+class Live(Struct):
+    """The process is up."""
 
     status: str
-    database: str
 
 
 @public
 @documented(responses={200: Health, 503: Health})
-async def health(req, res, ctx):
-    """200 when Postgres answers `SELECT 1`, 503 when it does not."""
-    try:
-        await ctx.peek(DB).fetchval("SELECT 1")
-    except DatabaseUnavailable:
-        send(res, {"status": "unavailable", "database": "unreachable"}, 503)
+async def check_health(req, res, ctx):
+    """Readiness: 200 while Postgres answers (`degraded` when it is read-only, as reads still work);
+    503 when it does not (`unavailable`) or when every pool connection is taken and requests are
+    refused (`busy`). Asked over a connection of its own, so it never waits behind requests."""
+    db = ctx.peek(DB)
+    database = await db.check(WITHIN)
+    if database == "unreachable":
+        send(res, {"status": "unavailable", "database": database}, 503)
+    elif db.busy:
+        send(res, {"status": "busy", "database": database}, 503)
     else:
-        send(res, {"status": "ok", "database": "ok"})
+        send(res, {"status": "degraded" if database == "read_only" else "ok", "database": database})
+
+
+@public  # probes and load balancers call these without signing in
+@documented(responses={200: Live})
+async def check_live(req, res, ctx):
+    """Liveness: 200 while the process serves at all. It never touches the database: restarting the
+    service cures no database outage."""
+    send(res, {"status": "ok"})
 
 
 def install(app) -> None:
-    """Register /health on `app`."""
-    app.GET("/health", health)
+    """Register /health and /health/live on `app`."""
+    app.GET("/health", check_health)
+    app.GET("/health/live", check_live)

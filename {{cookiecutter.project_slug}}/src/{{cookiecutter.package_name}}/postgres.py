@@ -1,9 +1,11 @@
-"""The Postgres plugin: the pool's lifecycle, the handle on each request's context, rows bound to Structs."""
+"""The Postgres plugin: the pool's lifecycle, the handle on each request's context, rows bound to Structs,
+and bounded, quiet behaviour when the database goes away."""
 
 import asyncio
 import contextlib
 import inspect
 import logging
+import socket
 from collections.abc import AsyncIterator, Sequence
 from itertools import starmap
 from operator import itemgetter
@@ -26,9 +28,37 @@ UNAVAILABLE = (
     asyncpg.PostgresConnectionError,  # the connection dropped mid-query
     asyncpg.OperatorInterventionError,  # shutting down, starting up, statement cancelled
     asyncpg.InsufficientResourcesError,  # too many connections, out of memory or disk
+    asyncpg.InvalidAuthorizationSpecificationError,  # credentials refused (class 28): a password rotated
+    asyncpg.ReadOnlySQLTransactionError,  # a write on a read-only server (25006): a failover onto a replica
     # A connection the server dropped mid-query, found in a broken state when the pool resets it on release.
     asyncpg.InternalClientError,
 )
+
+# After these a connection may still wait on the network (a query timed out, a request was cancelled,
+# the socket failed): it is terminated at once, never reset or cancelled over a network that may not answer.
+_ADRIFT = (
+    OSError,
+    TimeoutError,
+    asyncio.CancelledError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+# What /health and the outage watch ask, over a connection of their own: "on" on a read-only server.
+READ_ONLY = "SELECT current_setting('transaction_read_only')"
+# Server processes of connections dropped mid-query, which may still run it or wait on a lock holding a
+# connection slot: a cancel request would have stopped them, but it waits on the network too.
+TERMINATE_STRAYS = """
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE pid = ANY($1::int[]) AND usename = current_user AND pid <> pg_backend_pid()
+"""
+MAX_STRAYS = 100
+PROBE_TIMEOUT = 2.0  # seconds for that trivial query: a database that cannot answer it is not answering
+WATCH_INTERVAL = 0.5  # seconds between probes while an outage is on
+SWEEP_INTERVAL = 1.0  # a reset still running at two sweeps in a row is terminated: 1-2 s
+LOOP_TURNS = 8  # ... unless it ends within this many turns of the event loop (see _terminate_stuck)
+CLOSE_TIMEOUT = 2.0  # seconds shutdown waits for the pool to close before it terminates the connections
 
 
 # Where the plugin puts itself on each request's context: `ctx.peek(DB)` (typed), or `ctx.{{ cookiecutter.context_name }}`.
@@ -38,9 +68,37 @@ DB: Key["Postgres"] = Key("{{ cookiecutter.context_name }}")
 class DatabaseUnavailable(HTTPError):
     """The database could not answer: the client gets a 503 and may retry."""
 
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(503, "database_unavailable", "the database is unavailable; try again shortly")
+    def __init__(
+        self,
+        cause: BaseException,
+        code: str = "database_unavailable",
+        detail: str = "the database is unavailable; try again shortly",
+    ) -> None:
+        super().__init__(503, code, detail)
         self.cause = cause
+
+
+class DatabaseReadOnly(DatabaseUnavailable):
+    """The database answers reads but refuses writes (a failover onto a replica): a 503 of its own."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(cause, "database_read_only", "the database accepts no writes right now; try again shortly")
+
+
+class NoConnectionFree(TimeoutError):
+    """Every connection of the pool stayed busy for acquire_timeout: the pool is exhausted, not the database."""
+
+
+class _Trouble:
+    """One outage, read-only spell or exhausted pool: since when, why, how many requests it refused."""
+
+    __slots__ = ("confirmed", "last", "reason", "refused", "since")
+
+    def __init__(self, since: float, reason: str) -> None:
+        self.since = self.last = since  # the loop's clock at its first sign; `last` at its last refusal
+        self.reason = reason  # what the first sign said
+        self.refused = 0
+        self.confirmed = False  # by a probe, which finds what the requests suspect; logged from then on
 
 
 class _Querying:
@@ -96,7 +154,13 @@ class Postgres(_Querying):
     puts itself on the app (`app.peek(name)`) and on every request's context (`ctx.<name>`).
 
     Each query method borrows a connection for that query alone; `transaction()` holds one for a
-    block. When the database cannot be reached they raise DatabaseUnavailable (a 503).
+    block. When the database cannot be reached they raise DatabaseUnavailable (a 503), and
+    DatabaseReadOnly (a 503 too) for a write the server refuses as read-only.
+
+    For health checks and metrics: `available` is False from the first sign of an outage until the
+    database answers again, `outages` counts the outages begun, `waiting` the requests waiting for a
+    connection, `busy` says the pool is exhausted; `check()` asks the database over a connection of
+    the plugin's own, never queueing behind requests.
     """
 
     def __init__(
@@ -108,8 +172,9 @@ class Postgres(_Querying):
         max_size: int = 10,
         connect_timeout: float = 5.0,
         acquire_timeout: float = 5.0,
-        query_timeout: float | None = 30.0,
+        query_timeout: float | None = 10.0,
         statement_cache_size: int = 100,
+        tcp_user_timeout: float | None = 10.0,
     ) -> None:
         self.dsn, self.name = dsn, name
         self.pool: asyncpg.Pool | None = None
@@ -118,7 +183,9 @@ class Postgres(_Querying):
             "max_size": max_size,
             "timeout": connect_timeout,
             "statement_cache_size": statement_cache_size,
+            "init": self._init_connection,
         }
+        self._connect_timeout = connect_timeout
         self._acquire_timeout = acquire_timeout
         self._max_size = max_size
         self._borrowed = 0  # connections held or awaited through this plugin; the pool's own count is a loop
@@ -128,6 +195,31 @@ class Postgres(_Querying):
         # The pool's loop, kept: on Python 3.11 each asyncio.get_running_loop() is a getpid system call.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._query_timeout = query_timeout
+        self._tcp_user_timeout = tcp_user_timeout
+        # Connections being reset on release now, and at the last sweep (see _sweep).
+        self._resetting: set = set()
+        self._resetting_before: set = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.available = True
+        self.outages = 0
+        self._outage: _Trouble | None = None
+        self._read_only: _Trouble | None = None
+        self._exhausted: _Trouble | None = None
+        self._prober: asyncpg.Connection | None = None  # the connection of check() and the outage watch
+        self._strays: list[int] = []  # server processes of dropped connections, for the next probe to end
+        self._probing: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting now for a connection of the full pool."""
+        return len(self._waiting)
+
+    @property
+    def busy(self) -> bool:
+        """True while requests are refused for want of a free connection: the pool is exhausted
+        (every connection held by a slow query, a lock), though the database may answer."""
+        return self._exhausted is not None
 
     def install(self, app) -> None:
         """Register the startup and shutdown hooks on `app` and put the plugin on every request's context."""
@@ -150,17 +242,38 @@ class Postgres(_Querying):
             self.pool = await asyncpg.create_pool(self.dsn, **self._pool_options)
         except Exception as exc:
             raise RuntimeError(f"cannot connect to Postgres at {describe(self.dsn)}: {_reason(exc)}") from None
+        self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+        _quiet_floor.watch(self)
         log.info("connected to Postgres at %s", describe(self.dsn))
 
     async def shutdown(self, app=None) -> None:
-        """Close the pool, letting borrowed connections finish their queries first."""
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
+        """Close the pool, letting borrowed connections finish their queries first; if it has not
+        closed within CLOSE_TIMEOUT seconds (a silent network), terminate its connections."""
+        _quiet_floor.forget(self)
+        for timer in (self._expiry, self._sweeper):
+            if timer is not None:
+                timer.cancel()
+        self._expiry = self._sweeper = None
+        for task in (self._watcher, self._probing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._drop_prober()  # it runs no query now: nothing to wait for
         if self.pool is not None:
-            await self.pool.close()
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.pool.close()
+            except TimeoutError:
+                self.pool.terminate()
+                log.warning(
+                    "Postgres at %s did not close the pool within %s s: connections terminated",
+                    describe(self.dsn),
+                    CLOSE_TIMEOUT,
+                )
+            else:
+                log.info("disconnected from Postgres at %s", describe(self.dsn))
             self.pool = None
-            log.info("disconnected from Postgres at %s", describe(self.dsn))
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Queries]:
@@ -169,10 +282,13 @@ class Postgres(_Querying):
             conn = await self._acquire()
             try:
                 yield Queries(conn, self._query_timeout)
+            except _ADRIFT:
+                self._drop(conn)
+                raise
             finally:
                 await self._release(conn)
         except UNAVAILABLE as exc:
-            raise DatabaseUnavailable(exc) from exc
+            raise self._refuse(exc) from exc
 
     async def _acquire(self) -> asyncpg.Connection:
         free = self._borrowed < self._max_size
@@ -203,7 +319,7 @@ class Postgres(_Querying):
         except asyncio.CancelledError:
             # Cancelled by _expire_waiting, and by nothing else, is a timeout.
             if self._waiting[task] is None and task.uncancel() == 0:
-                raise TimeoutError(f"no connection free within {self._acquire_timeout} s") from None
+                raise NoConnectionFree(f"no connection free within {self._acquire_timeout} s") from None
             raise
         finally:
             del self._waiting[task]
@@ -221,14 +337,50 @@ class Postgres(_Querying):
         self._expiry = None
 
     async def _release(self, conn: asyncpg.Connection) -> None:
-        # The pool resets the connection here (one round trip), untimed as in asyncpg's own
-        # pool.fetch: a dead server fails the reset at once, and the pool drops that connection.
+        # The pool resets the connection here (one round trip). No timer per request bounds it, which
+        # would cost 1.4% of a request: _sweep terminates a reset that takes over a second.
+        resetting = self._resetting
+        resetting.add(conn)
         try:
             await self.pool.release(conn)
+        except Exception as exc:
+            # The reset failed and asyncpg terminated the connection; the answer the request got stands.
+            log.debug("connection terminated after its reset failed: %s", _reason(exc))
         finally:
+            resetting.discard(conn)
             # Only now is the connection back in the pool; counting it free any earlier would
             # let _acquire wait for it without a timer.
             self._borrowed -= 1
+
+    def _sweep(self) -> None:
+        # Once a second: a connection that was resetting at the last sweep and still is has waited over a
+        # second for a round trip of a millisecond. The network or the server is gone: terminate it.
+        stuck = self._resetting & self._resetting_before
+        self._resetting_before = set(self._resetting)
+        if stuck:
+            self._loop.call_soon(self._terminate_stuck, stuck, LOOP_TURNS)
+        self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _terminate_stuck(self, stuck: set, turns: int) -> None:
+        # On a loop lagging under load, a reset's answer may have come and still be a few turns of the
+        # loop from its task (protocol, pool, shield, request): only what LOOP_TURNS turns leave is stuck.
+        stuck &= self._resetting
+        if stuck and turns:
+            self._loop.call_soon(self._terminate_stuck, stuck, turns - 1)
+            return
+        for conn in stuck:
+            self._drop(conn)
+
+    def _drop(self, conn: asyncpg.Connection) -> None:
+        # A connection whose query timed out or failed, or whose reset hangs, may wait on a network that
+        # never answers: terminated now, not reset, nor cancelled over a new connection into the same
+        # silence. Its server process, if it still runs, is ended by the next probe.
+        try:
+            if not conn.is_closed() and len(self._strays) < MAX_STRAYS:
+                self._strays.append(conn.get_server_pid())
+            conn.terminate()
+        except asyncpg.InterfaceError:
+            pass  # lost already: asyncpg closed it and took it back into the pool
 
     async def _run(self, method: str, query: str, args: tuple, **options: Any) -> Any:
         # One query on a connection borrowed for it alone: what connection() does, without the
@@ -237,10 +389,13 @@ class Postgres(_Querying):
             conn = await self._acquire()
             try:
                 return await getattr(conn, method)(query, *args, timeout=self._query_timeout, **options)
+            except _ADRIFT:
+                self._drop(conn)
+                raise
             finally:
                 await self._release(conn)
         except UNAVAILABLE as exc:
-            raise DatabaseUnavailable(exc) from exc
+            raise self._refuse(exc) from exc
 
     @contextlib.asynccontextmanager
     async def transaction(self, **options: Any) -> AsyncIterator[Queries]:
@@ -248,8 +403,252 @@ class Postgres(_Querying):
 
         options go to asyncpg's `Connection.transaction` (isolation, readonly, deferrable).
         """
-        async with self.connection() as queries, queries._conn.transaction(**options):
-            yield queries
+        async with self.connection() as queries:
+            transaction = queries._conn.transaction(**options)
+            # asyncpg runs BEGIN, COMMIT and ROLLBACK without a timeout: each gets the query timeout here.
+            async with asyncio.timeout(self._query_timeout):
+                await transaction.start()
+            try:
+                yield queries
+            except BaseException as exc:
+                if not isinstance(exc, _ADRIFT):  # else the connection is terminated, which rolls back
+                    async with asyncio.timeout(self._query_timeout):
+                        await transaction.rollback()
+                raise
+            async with asyncio.timeout(self._query_timeout):
+                await transaction.commit()
+
+    # --- when the database goes away: what was refused, and what a probe finds --------------------
+
+    def _refuse(self, exc: BaseException) -> DatabaseUnavailable:
+        # A request is refused with a 503: note the sign (an outage, a read-only server, an exhausted
+        # pool), log the first one, and let the watch find out when it ends. Only refused requests come here.
+        now = self._loop.time()
+        if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+            # A failover onto a replica, if a probe finds the server read-only (logged then); else a
+            # transaction the code itself declared read-only.
+            if self._read_only is None:
+                self._read_only = _Trouble(now, _reason(exc))
+            self._read_only.refused += 1
+            self._watch()
+            return DatabaseReadOnly(exc)
+        if isinstance(exc, NoConnectionFree) and not (self._outage and self._outage.confirmed):
+            # The pool is exhausted: by a lock or slow queries if the database answers a probe (logged
+            # then), else by an outage, which counts the refusals as its own.
+            if self._exhausted is None:
+                self._exhausted = _Trouble(now, str(exc))
+            self._exhausted.refused += 1
+            self._exhausted.last = now
+        else:
+            # A refused connection, a dropped one, a timeout: an outage, or only a slow query? A probe tells.
+            self.available = False
+            if self._outage is None:
+                self._outage = _Trouble(now, _reason(exc))
+            self._outage.refused += 1
+        self._watch()
+        return DatabaseUnavailable(exc)
+
+    async def check(self, within: float = 0.8) -> str:
+        """Ask the database, within `within` seconds, over the plugin's own connection (never waiting
+        behind requests for the pool's): "ok", "read_only" (it refuses writes) or "unreachable"."""
+        probing = self._probing
+        if probing is None:
+            probing = self._probing = self._loop.create_task(self._probe())
+        try:
+            # Shielded: a caller giving up leaves the probe to finish for the others.
+            async with asyncio.timeout(within):
+                return await asyncio.shield(probing)
+        except TimeoutError:
+            return "unreachable"
+
+    async def _probe(self) -> str:
+        # One probe at a time, shared by every check() meanwhile.
+        try:
+            while True:
+                kept = self._prober is not None and not self._prober.is_closed()
+                try:
+                    read_only = await self._ask()
+                except (Exception, asyncio.CancelledError) as exc:
+                    self._drop_prober()
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    if kept and not isinstance(exc, TimeoutError):
+                        continue  # the connection kept from before failed (a restart ended it): ask on a new one
+                    self._found("unreachable", "no answer" if isinstance(exc, TimeoutError) else _reason(exc))
+                    return "unreachable"
+                state = "read_only" if read_only == "on" else "ok"
+                self._found(state, "")
+                return state
+        finally:
+            self._probing = None
+
+    async def _ask(self) -> str:
+        if self._prober is None or self._prober.is_closed():
+            prober = await asyncpg.connect(self.dsn, timeout=self._connect_timeout, statement_cache_size=0)
+            self._keep_alive(prober)
+            self._prober = prober
+        read_only = await self._prober.fetchval(READ_ONLY, timeout=PROBE_TIMEOUT)
+        if self._strays:
+            strays = self._strays[:]
+            await self._prober.execute(TERMINATE_STRAYS, strays, timeout=PROBE_TIMEOUT)
+            del self._strays[: len(strays)]
+        return read_only
+
+    def _drop_prober(self) -> None:
+        if self._prober is not None:
+            self._prober.terminate()
+            self._prober = None
+
+    def _found(self, state: str, reason: str) -> None:
+        # What a probe found ends or confirms what the requests saw.
+        now = self._loop.time()
+        outage = self._outage
+        if state == "unreachable":
+            self.available = False
+            if outage is None:
+                outage = self._outage = _Trouble(now, reason)
+            if self._exhausted is not None and not self._exhausted.confirmed:
+                outage.refused += self._exhausted.refused
+                self._exhausted = None
+            if not outage.confirmed:
+                outage.confirmed = True
+                self.outages += 1
+                log.warning(
+                    "Postgres at %s is unreachable (%s): requests are refused with 503 until it answers",
+                    describe(self.dsn),
+                    reason or outage.reason,
+                )
+            self._watch()
+            return
+        if outage is not None:
+            self._outage = None
+            self.available = True
+            if outage.confirmed:
+                log.warning(
+                    "Postgres at %s answers again after %.1f s unreachable; %d requests refused",
+                    describe(self.dsn),
+                    now - outage.since,
+                    outage.refused,
+                )
+        spell = self._read_only
+        if state == "read_only" and (spell is None or not spell.confirmed):
+            spell = self._read_only = spell or _Trouble(now, "transaction_read_only is on")
+            spell.confirmed = True
+            log.warning(
+                "Postgres at %s is read-only: writes are refused with 503 database_read_only, reads go on",
+                describe(self.dsn),
+            )
+        elif state == "ok" and spell is not None:
+            self._read_only = None
+            if spell.confirmed:
+                log.warning(
+                    "Postgres at %s accepts writes again after %.1f s read-only; %d requests refused",
+                    describe(self.dsn),
+                    now - spell.since,
+                    spell.refused,
+                )
+        exhausted = self._exhausted
+        if exhausted is not None and not exhausted.confirmed:
+            exhausted.confirmed = True
+            log.warning(
+                "all %d connections to Postgres at %s busy for %s s, the database answering: "
+                "requests refused with 503 until one is free",
+                self._max_size,
+                describe(self.dsn),
+                self._acquire_timeout,
+            )
+        if exhausted is not None and now - exhausted.last > self._acquire_timeout:
+            self._exhausted = None
+            log.warning(
+                "connections to Postgres at %s free again after %.1f s all busy; %d requests refused",
+                describe(self.dsn),
+                exhausted.last - exhausted.since,
+                exhausted.refused,
+            )
+        self._watch()
+
+    def _watch(self) -> None:
+        # While anything is wrong, one task probes every WATCH_INTERVAL to see it end (not after shutdown began).
+        if self._watcher is None and self._sweeper is not None and (self._outage or self._read_only or self._exhausted):
+            self._watcher = self._loop.create_task(self._watching())
+
+    def _watch_floor(self, exc: BaseException) -> None:
+        # The pool failed to reconnect in the background: an outage, perhaps, that a probe confirms.
+        if self._outage is None and self._sweeper is not None:
+            self.available = False
+            self._outage = _Trouble(self._loop.time(), _reason(exc))
+        self._watch()
+
+    async def _watching(self) -> None:
+        try:
+            while self._outage or self._read_only or self._exhausted:
+                await self.check(within=PROBE_TIMEOUT + self._connect_timeout)
+                if self._outage or self._read_only or self._exhausted:
+                    await asyncio.sleep(WATCH_INTERVAL)
+        finally:
+            self._watcher = None
+
+    # --- the network: dead connections noticed by the kernel ----------------------------------------
+
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        self._keep_alive(conn)
+
+    def _keep_alive(self, conn: asyncpg.Connection) -> None:
+        # A connection whose peer went silent (a dead host, a dropped NAT entry, a failover) would be
+        # noticed only by a query that times out, one by one. The kernel notices for us: keepalive
+        # probes on an idle connection, and TCP_USER_TIMEOUT closing a connection whose data or probes
+        # go unacknowledged that long. asyncpg has no option for these: its transport's socket takes them.
+        sock = conn._transport.get_extra_info("socket")
+        if self._tcp_user_timeout is None or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return  # a unix socket has no network to lose
+        probe_every = max(1, int(self._tcp_user_timeout / 2))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (
+            ("TCP_KEEPIDLE", probe_every),  # Linux; macOS calls it TCP_KEEPALIVE
+            ("TCP_KEEPALIVE", probe_every),
+            ("TCP_KEEPINTVL", probe_every),
+            ("TCP_KEEPCNT", 2),
+            ("TCP_USER_TIMEOUT", int(self._tcp_user_timeout * 1000)),  # Linux only, in milliseconds
+        ):
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+class _QuietFloor(logging.Filter):
+    """On asyncpg's pool logger: its "Failed to restore the pool connection floor; retrying" comes once a
+    retry, each with a 30-line traceback. During an outage the plugin's own WARNING says it all: dropped.
+    Otherwise it is one line, and the running plugins look into it with a probe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plugins: set[Postgres] = set()
+
+    def watch(self, plugin: Postgres) -> None:
+        self.plugins.add(plugin)
+        logging.getLogger("asyncpg.pool").addFilter(self)
+
+    def forget(self, plugin: Postgres) -> None:
+        self.plugins.discard(plugin)
+        if not self.plugins:
+            logging.getLogger("asyncpg.pool").removeFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Failed to restore the pool connection floor") or not record.exc_info:
+            return True
+        _, failure, trace = record.exc_info
+        # asyncpg logs it where the pool caught the failure, in a method of its own: that frame's `self`.
+        pool = trace.tb_frame.f_locals.get("self") if trace else None
+        plugins = [plugin for plugin in self.plugins if plugin.pool is pool] or list(self.plugins)
+        if any(not plugin.available for plugin in plugins):
+            return False
+        record.msg, record.args = f"{record.msg}: %s", (_reason(failure),)
+        record.exc_info = record.exc_text = None
+        for plugin in plugins:
+            plugin._watch_floor(failure)
+        return True
+
+
+_quiet_floor = _QuietFloor()
 
 
 class BindError(TypeError):

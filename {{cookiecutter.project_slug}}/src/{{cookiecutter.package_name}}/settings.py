@@ -21,9 +21,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = "postgresql://localhost:5432/{{ cookiecutter.package_name }}"
     pool_min_size: Size = 2
     pool_max_size: Annotated[int, msgspec.Meta(ge=1)] = 10
+    # Every request ends within max(ACQUIRE_TIMEOUT, CONNECT_TIMEOUT) + QUERY_TIMEOUT + 2 s (17 s by default),
+    # and shutdown within 2 s more (19 s): see the README's "When the database goes away".
     connect_timeout: Seconds = 5.0
     acquire_timeout: Seconds = 5.0
-    query_timeout: Seconds = 30.0
+    query_timeout: Seconds = 10.0
+    # The kernel closes a connection to Postgres whose data or keepalive probes go unacknowledged this long.
+    tcp_user_timeout: Seconds = 10.0
     # 0 turns prepared statements off, which PgBouncer in transaction mode needs.
     statement_cache_size: Size = 100
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1_048_576
