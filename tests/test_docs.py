@@ -69,6 +69,7 @@ def test_the_openapi_document_is_valid_and_carries_the_structs(running):
         "POST /users",
         "POST /auth/token",
         "GET /health",
+        "GET /health/live",
     }
     assert {name for name, needs in security.items() if needs == [{"bearer": ["admin"]}]} == {
         "GET /users",

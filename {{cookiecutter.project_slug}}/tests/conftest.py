@@ -82,7 +82,7 @@ async def conn(migrated) -> AsyncIterator[asyncpg.Connection]:
 
 
 class Role:
-    """A login role of a test's own, with every right on the users table: one a test may refuse, restrict or cut off."""
+    """A login role of a test's own, with every right on the tables: one a test may refuse, restrict or cut off."""
 
     def __init__(self, database_url: str, name: str, password: str) -> None:
         self.name, self.password = name, password
@@ -96,9 +96,14 @@ async def role(migrated, conn) -> AsyncIterator[Role]:
     """A role of the test's own on the test database (dropped after the test), and the URL to connect as it."""
     name, password = f"role_{secrets.token_hex(4)}", secrets.token_hex(12)
     await conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
-    await conn.execute(f"GRANT ALL ON users TO {name}")
+    await conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}")  # sign-in's tables too
     yield Role(migrated, name, password)
     await conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'")
+    # pg_terminate_backend only asks: wait (bounded) until the role's sessions are gone, or DROP ROLE fails.
+    deadline = time.monotonic() + 5
+    while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE usename = $1", name):
+        assert time.monotonic() < deadline, f"sessions of {name} still open"
+        await asyncio.sleep(0.05)
     await conn.execute(f"DROP OWNED BY {name}")
     await conn.execute(f"DROP ROLE {name}")
 
