@@ -1,10 +1,7 @@
 """The service: settings, the Postgres plugin and the routes, put together. Serve it with
 `uvicorn {{ cookiecutter.package_name }}.app:app`."""
 
-import logging
-
-from . import docs, health, users
-from .logs import JSONFormatter
+from . import docs, health, logs, users
 from .postgres import Postgres
 from .settings import Settings
 from .web import App
@@ -32,17 +29,9 @@ def create_app(settings: Settings) -> App:
 
 
 def configure_logging(level: str) -> None:
-    """Send this package's log records to stderr at `level`, one JSON object a line; uvicorn logs its own."""
-    logger = logging.getLogger(__package__)
-    logger.setLevel(level)
-    # Records need not find their thread's and process's names, which no line here shows:
-    # that halves the cost of making a record (the access log makes one per request).
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(JSONFormatter())
-        logger.addHandler(handler)
-        logger.propagate = False
+    """Every log record of the process, uvicorn's and asyncpg's included, to stderr at `level` as
+    one JSON object a line, written off the request path (logs.py)."""
+    logs.configure(level)
 
 
 app = create_app(Settings.from_env())

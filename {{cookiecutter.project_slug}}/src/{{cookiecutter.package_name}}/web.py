@@ -16,7 +16,8 @@ from heaven import Router
 from heaven.constants import DEFAULT
 from heaven.router import Routes
 
-from .logs import log_request
+from . import logs
+from .logs import REQUEST_ID, SANE_REQUEST_ID, log_request, write_through
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,15 +92,32 @@ class App(Router):
     - An exception escaping a handler becomes a JSON error: its own status for an HTTPError, 500
       for anything else, logged with its traceback and sent to the client only in debug.
     - 404, 405 and 413 answered by Heaven's router are JSON as well.
-    - With `access_log`, each request a handler answers is logged as one JSON line (logs.py).
+    - Every response carries an `X-Request-ID`: the client's when it is sane, else a new one; it is
+      on every log line about the request (logs.py).
+    - `observe(fn)` calls `fn(scope, res, route, seconds)` once each request is answered; with
+      `access_log`, the first observer writes its access line (logs.py). `in_flight` counts the
+      requests being answered.
     - `provide(key, value)` puts a value on every request's context, as a `BEFORE('/*')` hook
       would, at a fraction of a hook's cost.
     """
 
     def __init__(self, *, debug: bool = False, max_body_size: int | None = None, access_log: bool = True) -> None:
         super().__init__(debug=debug, max_body_size=max_body_size)
-        self._access_log = access_log
-        self.subdomains[DEFAULT] = _JSONRoutes()
+        self.subdomains[DEFAULT] = _JSONRoutes(debug)
+        if access_log:
+            self.observe(log_request)
+        # The first shutdown hook: the lines of the shutdown are written before uvicorn ends the process.
+        self.ON("shutdown", write_through)
+
+    def observe(self, observer: Callable[[dict, Any, str | None, float], None]) -> None:
+        """Call `observer(scope, res, route, seconds)` after each request is answered (route is None
+        when none matched); it runs on every request, so it should only count or queue."""
+        self.subdomains[DEFAULT].observers.append(observer)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being answered right now."""
+        return self.subdomains[DEFAULT].in_flight
 
     def provide(self, key: str, value: Any) -> None:
         """Keep `value` on every request's context as `key` (`ctx.peek(key)`, `ctx.<key>`), in
@@ -108,7 +126,7 @@ class App(Router):
 
     def abettor(self, method, route, handler, *args, **kwargs):
         if inspect.iscoroutinefunction(handler):
-            handler = _answering_errors(handler, self._debug, route if self._access_log else None)
+            handler = _answering_errors(handler, self._debug)
         return super().abettor(method, route, handler, *args, **kwargs)
 
     async def __call__(self, scope, receive, send):
@@ -141,33 +159,67 @@ async def _run_all(hooks, app) -> None:
         await hooks.popleft()(app)
 
 
-def _answering_errors(handler, debug: bool, logged_route: str | None):
+def _answering_errors(handler, debug: bool):
     @functools.wraps(handler)
     async def answering_errors(req, res, ctx):
-        started = perf_counter()
         try:
             await handler(req, res, ctx)
         except HTTPError as exc:
             send(res, exc.body(), exc.status)
         except Exception as exc:
-            log.exception("unhandled error in %s %s", req.method, req.url)
-            error = {"error": "internal_error", "detail": "the server failed to answer this request"}
-            if debug:
-                error["traceback"] = traceback.format_exception(exc)
-            send(res, error, 500)
-        if logged_route is not None:
-            log_request(req, res, logged_route, started)
+            _internal_error(res, exc, req.method, req.url, debug)
 
     return answering_errors
 
 
-class _JSONRoutes(Routes):
-    """Heaven's route table, with its own 404, 405 and 413 answers turned into JSON, and the
-    values of App.provide put on each request's context."""
+def _internal_error(res, exc: Exception, method: str, path: str, debug: bool) -> None:
+    log.error("unhandled error in %s %s", method, path, exc_info=exc)
+    error = {"error": "internal_error", "detail": "the server failed to answer this request"}
+    if debug:
+        error["traceback"] = traceback.format_exception(exc)
+    send(res, error, 500)
 
-    def __init__(self) -> None:
+
+class _JSONRoutes(Routes):
+    """Heaven's route table, with its own 404, 405 and 413 answers turned into JSON, the values of
+    App.provide put on each request's context, and each answer given its request id and observed."""
+
+    def __init__(self, debug: bool = False) -> None:
         super().__init__()
         self.provided: dict[str, Any] = {}
+        self.observers: list[Callable] = []
+        self.in_flight = 0
+        self._debug = debug
+
+    async def handle(self, scope, receive, asgi_send, metadata=None, application=None):
+        # Every request passes here, whatever answers it: a handler, a hook, or Heaven's 404/405/413.
+        request_id = metadata[1].get("x-request-id")  # Heaven's decoded headers; a list when repeated
+        if type(request_id) is not str or not SANE_REQUEST_ID.fullmatch(request_id):
+            request_id = logs.new_request_id()  # looked up each time: a forked process gets its own
+        # The request's own task runs this: the id stays with this request, on every record made for it.
+        REQUEST_ID.set(request_id)
+        started = perf_counter()
+        self.in_flight += 1
+        try:
+            res = await super().handle(scope, receive, asgi_send, metadata, application)
+        finally:
+            self.in_flight -= 1
+        # Not res.__dict__.pop(): on 3.11 asking for an instance's __dict__ builds it, 2k instructions.
+        error = getattr(res, "_unhandled_error", None)
+        if error is not None:  # raised by a hook: answered here, as JSON, not printed by Heaven as text
+            del res._unhandled_error
+            if isinstance(error, HTTPError):
+                send(res, error.body(), error.status)
+            else:
+                _internal_error(res, error, scope.get("method", ""), scope["path"], self._debug)
+        # Appended, not res.headers = (...): Heaven's setter rebuilds the list, 1 µs a request.
+        res.headers.append((b"x-request-id", request_id.encode()))
+        if self.observers and scope["type"] == "http":  # a websocket has no method, no status
+            seconds = perf_counter() - started
+            route = res._req._route  # Heaven keeps the matched route on the request; None if none matched
+            for observer in self.observers:
+                observer(scope, res, route, seconds)
+        return res
 
     async def xhooks(self, hookstore, methodstore, matched, r, w, c, before=False):
         # Heaven runs this twice a request, BEFORE hooks and AFTER hooks, and spells out every
