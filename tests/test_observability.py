@@ -1,13 +1,17 @@
 """What an operator reads of the baked service run the README's way: every line of its output JSON,
-each request logged once with its id, none lost at SIGTERM."""
+each request logged once with its id, none lost at SIGTERM; and under `uvicorn --workers 2`, with
+the project's uvicorn-logging.json, every line JSON still and /metrics adding up both workers."""
 
 import collections
 import json
 import signal
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 
 @pytest.fixture
@@ -64,3 +68,40 @@ def every_line_json(lines: list[str]) -> list[dict]:
         except ValueError:
             pytest.fail(f"not a JSON line: {line!r}")
     return parsed
+
+
+def test_metrics_add_up_across_workers(default_project, migrated_database, service, tmp_path, figures):
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+    workers_2 = ("--workers", "2", "--log-config", "uvicorn-logging.json")
+    svc = service(default_project, migrated_database, args=workers_2, PROMETHEUS_MULTIPROC_DIR=str(shared))
+
+    def get(i: int) -> str:
+        # A connection of its own each: the kernel hands connections to whichever worker accepts first.
+        response = httpx.get(f"{svc.url}/users?limit=1", timeout=10)
+        assert response.status_code == 200
+        return response.headers["x-request-id"].rpartition("-")[0]  # the prefix names the worker's process
+
+    sent, workers = 0, set()
+    deadline = time.monotonic() + 60
+    with ThreadPoolExecutor(8) as pool:
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers.update(pool.map(get, range(100)))
+            sent += 100
+    assert len(workers) == 2, "one worker answered every request"
+
+    def total() -> float:
+        text = httpx.get(f"{svc.url}/metrics", timeout=10).text
+        samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+        return sum(s.value for s in samples if s.name == "http_requests_total" and s.labels["route"] == "/users")
+
+    # Each worker writes its counts once a second; whichever worker is scraped reads both.
+    seen = total()
+    while seen != sent and time.monotonic() < deadline:
+        time.sleep(0.2)
+        seen = total()
+    assert seen == sent
+    lines = svc.stop(signal.SIGTERM).splitlines()
+    parsed = every_line_json(lines)
+    assert any("Started parent process" in line["message"] for line in parsed)  # the supervisor's, JSON too
+    figures(f"--workers 2: {sent} requests over both workers, /metrics counts {seen:.0f}; {len(lines)} lines, all JSON")

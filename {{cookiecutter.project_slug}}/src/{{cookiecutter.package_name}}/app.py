@@ -1,7 +1,7 @@
 """The service: settings, the Postgres plugin and the routes, put together. Serve it with
 `uvicorn {{ cookiecutter.package_name }}.app:app`."""
 
-from . import docs, health, logs, users
+from . import docs, health, logs, metrics, users
 from .postgres import Postgres
 from .settings import Settings
 from .web import App
@@ -22,6 +22,8 @@ def create_app(settings: Settings) -> App:
             statement_cache_size=settings.statement_cache_size,
         )
     )
+    if settings.metrics:
+        app.plugin(metrics)
     app.plugin(health)
     app.plugin(users)
     app.plugin(docs)
