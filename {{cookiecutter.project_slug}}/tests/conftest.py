@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 
 import {{ cookiecutter.package_name }}
+from {{ cookiecutter.package_name }} import logs
 from {{ cookiecutter.package_name }}.admin import grant
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.migrate import migrate
@@ -48,6 +49,30 @@ def database_url(tmp_path_factory) -> Iterator[str]:
     server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
     yield server.get_uri()
     server.cleanup()
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_setup(item):
+    return (yield from _logs_written_while_captured())
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_call(item):
+    return (yield from _logs_written_while_captured())
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item):
+    return (yield from _logs_written_while_captured())
+
+
+def _logs_written_while_captured():
+    # The log writer's thread writes a few milliseconds late: wait for it inside each test phase, while
+    # pytest captures stderr, so that lines do not land among its report lines.
+    try:
+        return (yield)
+    finally:
+        logs.writer.flush()
 
 
 @pytest.fixture(scope="session")
@@ -125,7 +150,9 @@ async def serve() -> AsyncIterator:
 
     async def serve(database_url: str | None = None, *, app: App | None = None, **overrides) -> str:
         app = app or create_app(settings_for(database_url, **overrides))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        # log_config=None: uvicorn keeps the app's logging (JSON lines), as when served from the command line.
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None)
+        server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         running.append((server, task))
         while not server.started:
