@@ -107,7 +107,8 @@ async def conn(migrated) -> AsyncIterator[asyncpg.Connection]:
 
 
 class Role:
-    """A login role of a test's own, with every right on the users table: one a test may refuse, restrict or cut off."""
+    """A login role of a test's own, with every right on the tables (users, sign-in's): one a test may refuse,
+    restrict or cut off."""
 
     def __init__(self, database_url: str, name: str, password: str) -> None:
         self.name, self.password = name, password
@@ -121,7 +122,8 @@ async def role(migrated, conn) -> AsyncIterator[Role]:
     """A role of the test's own on the test database (dropped after the test), and the URL to connect as it."""
     name, password = f"role_{secrets.token_hex(4)}", secrets.token_hex(12)
     await conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
-    await conn.execute(f"GRANT ALL ON users TO {name}")
+    # Every table, not only users: a signed-in request reads sign-in's tables (revoked tokens) too.
+    await conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}")
     yield Role(migrated, name, password)
     await conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'")
     await conn.execute(f"DROP OWNED BY {name}")

@@ -56,6 +56,7 @@ async def test_each_operation_says_which_token_it_needs(client):
         ("POST", "/users"): public,
         ("POST", "/auth/token"): public,
         ("GET", "/health"): public,
+        ("GET", "/health/live"): public,
         ("DELETE", "/auth/token"): user,
         ("GET", "/users/me"): user,
         ("PATCH", "/users/me"): user,
