@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from conftest import admin_headers
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -26,7 +27,7 @@ def test_every_line_is_json_and_each_request_is_logged_once(default_project, mig
     svc = service(default_project, migrated_database)
     requests = [
         ("GET", "/users", None),
-        ("POST", "/users", b'{"email": "ada@example.com", "name": "Ada"}'),
+        ("POST", "/users", b'{"email": "ada@example.com", "name": "Ada", "password": "a long enough password"}'),
         ("POST", "/users", b"{oops"),
         ("POST", "/users", b'{"email": "nope", "name": "X"}'),
         ("GET", "/users/999999", None),
@@ -37,9 +38,13 @@ def test_every_line_is_json_and_each_request_is_logged_once(default_project, mig
         ("GET", "/metrics", None),
     ]
     statuses = {}
-    with httpx.Client(base_url=svc.url, timeout=10) as http:
+    # Every request an admin's (user 1), so that each answer is the route's own, not sign-in's 401.
+    with httpx.Client(
+        base_url=svc.url, timeout=10, headers=admin_headers(default_project, migrated_database, svc.url)
+    ) as http:
         for i, (method, path, body) in enumerate(requests):
-            response = http.request(method, path, content=body, headers={"x-request-id": f"once-{i}"})
+            headers = {"x-request-id": f"once-{i}", "content-type": "application/json"}
+            response = http.request(method, path, content=body, headers=headers)
             assert response.headers["x-request-id"] == f"once-{i}"
             statuses[f"once-{i}"] = response.status_code
         # The last requests just before the signal: their lines must be written before the process ends.
@@ -75,10 +80,11 @@ def test_metrics_add_up_across_workers(default_project, migrated_database, servi
     shared.mkdir()
     workers_2 = ("--workers", "2", "--log-config", "uvicorn-logging.json")
     svc = service(default_project, migrated_database, args=workers_2, PROMETHEUS_MULTIPROC_DIR=str(shared))
+    admin = admin_headers(default_project, migrated_database, svc.url)
 
     def get(i: int) -> str:
         # A connection of its own each: the kernel hands connections to whichever worker accepts first.
-        response = httpx.get(f"{svc.url}/users?limit=1", timeout=10)
+        response = httpx.get(f"{svc.url}/users?limit=1", headers=admin, timeout=10)
         assert response.status_code == 200
         return response.headers["x-request-id"].rpartition("-")[0]  # the prefix names the worker's process
 
