@@ -165,8 +165,9 @@ def closed_port() -> int:
 class Service:
     """The baked app under real uvicorn, in its own process."""
 
-    def __init__(self, project: Baked, database_url: str, **settings: str) -> None:
+    def __init__(self, project: Baked, database_url: str, args: tuple[str, ...] = (), **settings: str) -> None:
         self.project = project
+        self.args = args  # more of uvicorn's options, such as ("--workers", "2")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.environ = project.env(DATABASE_URL=database_url, **settings)
@@ -175,7 +176,8 @@ class Service:
         self._reader: threading.Thread | None = None
 
     def start(self, wait: bool = True) -> "Service":
-        command = [sys.executable, "-m", "uvicorn", f"{self.project.package}.app:app", "--port", str(self.port)]
+        app = f"{self.project.package}.app:app"
+        command = [sys.executable, "-m", "uvicorn", app, "--port", str(self.port), *self.args]
         self.process = subprocess.Popen(
             command,
             cwd=self.project.path,
@@ -223,11 +225,12 @@ class Service:
 
 @pytest.fixture
 def service():
-    """`service(project, database_url, **settings)` starts the app under uvicorn; stopped after the test."""
+    """`service(project, database_url, **settings)` starts the app under uvicorn (with `args=(...)` of
+    its options); stopped after the test."""
     started: list[Service] = []
 
-    def service(project: Baked, database_url: str, start: bool = True, **settings: str) -> Service:
-        svc = Service(project, database_url, **settings)
+    def service(project: Baked, database_url: str, start: bool = True, args: tuple = (), **settings: str) -> Service:
+        svc = Service(project, database_url, args, **settings)
         started.append(svc)
         return svc.start() if start else svc
 

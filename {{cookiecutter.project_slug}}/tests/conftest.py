@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 
 import {{ cookiecutter.package_name }}
+from {{ cookiecutter.package_name }} import logs
 from {{ cookiecutter.package_name }}.admin import grant
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.migrate import migrate
@@ -48,6 +49,30 @@ def database_url(tmp_path_factory) -> Iterator[str]:
     server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
     yield server.get_uri()
     server.cleanup()
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_setup(item):
+    return (yield from _logs_written_while_captured())
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_call(item):
+    return (yield from _logs_written_while_captured())
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item):
+    return (yield from _logs_written_while_captured())
+
+
+def _logs_written_while_captured():
+    # The log writer's thread writes a few milliseconds late: wait for it inside each test phase, while
+    # pytest captures stderr, so that lines do not land among its report lines.
+    try:
+        return (yield)
+    finally:
+        logs.writer.flush()
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +107,8 @@ async def conn(migrated) -> AsyncIterator[asyncpg.Connection]:
 
 
 class Role:
-    """A login role of a test's own, with every right on the tables: one a test may refuse, restrict or cut off."""
+    """A login role of a test's own, with every right on the tables (users, sign-in's): one a test may refuse,
+    restrict or cut off."""
 
     def __init__(self, database_url: str, name: str, password: str) -> None:
         self.name, self.password = name, password
@@ -96,7 +122,8 @@ async def role(migrated, conn) -> AsyncIterator[Role]:
     """A role of the test's own on the test database (dropped after the test), and the URL to connect as it."""
     name, password = f"role_{secrets.token_hex(4)}", secrets.token_hex(12)
     await conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
-    await conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}")  # sign-in's tables too
+    # Every table, not only users: a signed-in request reads sign-in's tables (revoked tokens) too.
+    await conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}")
     yield Role(migrated, name, password)
     await conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'")
     # pg_terminate_backend only asks: wait (bounded) until the role's sessions are gone, or DROP ROLE fails.
@@ -130,7 +157,9 @@ async def serve() -> AsyncIterator:
 
     async def serve(database_url: str | None = None, *, app: App | None = None, **overrides) -> str:
         app = app or create_app(settings_for(database_url, **overrides))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        # log_config=None: uvicorn keeps the app's logging (JSON lines), as when served from the command line.
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None)
+        server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         running.append((server, task))
         while not server.started:

@@ -6,8 +6,14 @@ import time
 
 import httpx
 
-from conftest import SECRET
+from conftest import PASSWORD, SECRET
 from {{ cookiecutter.package_name }}.tokens import Tokens
+
+
+def admin_token() -> dict[str, str]:
+    """The header of an admin's token (user 1), made with the service's secret: no sign-in needed."""
+    token, _ = Tokens([SECRET], 3600).issue(1, True, time.time())
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_health_is_200_with_the_database_up(client):
@@ -39,7 +45,7 @@ async def test_database_away_is_503_not_500(serve, closed_port):
 
 async def test_health_is_quick_and_says_busy_while_a_lock_holds_the_whole_pool(serve, migrated, conn):
     url = await serve(migrated, pool_min_size=1, pool_max_size=1, acquire_timeout=0.3, query_timeout=5)
-    async with httpx.AsyncClient(base_url=url, timeout=10, headers=admin_headers()) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=10, headers=admin_token()) as http:
         lock = conn.transaction()
         await lock.start()
         await conn.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
@@ -60,16 +66,9 @@ async def test_health_is_quick_and_says_busy_while_a_lock_holds_the_whole_pool(s
 
 async def test_health_says_degraded_on_a_read_only_database_whose_writes_get_503(serve, role, conn):
     await conn.execute(f"ALTER ROLE {role.name} SET default_transaction_read_only = on")
-    async with httpx.AsyncClient(base_url=await serve(role.url), headers=admin_headers()) as http:
-        new_user = {"email": "w@example.com", "name": "W", "password": "a long enough password"}
-        write = await http.post("/users", json=new_user)
+    async with httpx.AsyncClient(base_url=await serve(role.url), headers=admin_token()) as http:
+        write = await http.post("/users", json={"email": "w@example.com", "name": "W", "password": PASSWORD})
         assert write.status_code == 503 and write.json()["error"] == "database_read_only"
         assert (await http.get("/users")).status_code == 200
         health = await http.get("/health")
         assert health.status_code == 200 and health.json() == {"status": "degraded", "database": "read_only"}
-
-
-def admin_headers() -> dict[str, str]:
-    """An admin's token, signed with the tests' secret: these tests are about the database, not sign-in."""
-    token, _ = Tokens([SECRET], 3600).issue(1, True, time.time())
-    return {"Authorization": f"Bearer {token}"}

@@ -32,6 +32,7 @@ SIGNATURES = [
     ("heaven.router", "Routes.xhooks", "self hookstore methodstore matched r w c before", "exactly"),
     ("heaven.router", "Routes.unmatched", "self scope method route w", "exactly"),
     ("heaven.router", "Routes.buffer", "self r receive w application", "exactly"),
+    ("heaven.router", "Routes.handle", "self scope receive send metadata application", "exactly"),
     ("heaven.router", "Router.abettor", "self method route handler", "first"),
     ("heaven.router", "_string_to_function_handler", "handler", "exactly"),
     ("heaven.router", "Router.discover", "self subdomain", "first"),
@@ -74,6 +75,18 @@ async def test_a_request_goes_through_the_default_engine_in_that_order():
             calls.append("buffer")
             return await super().buffer(r, receive, w, application)
 
+        async def handle(self, scope, receive, send, metadata=None, application=None):
+            # web.py reads the request id from metadata[1] (the decoded headers), the matched route from
+            # the response's request, and a hook's exception from the response, all after the answer.
+            calls.append(f"handle({metadata[1].get('x-request-id')})")
+            w = await super().handle(scope, receive, send, metadata, application)
+            error = getattr(w, "_unhandled_error", None)
+            calls.append(f"answered({w._req._route}, {type(error).__name__})")
+            if error is not None:
+                del w._unhandled_error
+                w.status = 500
+            return w
+
     async def handler(req, res, ctx):
         calls.append("handler")
         res.body = b"{}"
@@ -82,14 +95,29 @@ async def test_a_request_goes_through_the_default_engine_in_that_order():
     if not isinstance(app.subdomains.get(DEFAULT), Routes):
         pytest.fail(changed(f"a Router's subdomains[{DEFAULT!r}] is no longer its Routes"))
     app.subdomains[DEFAULT] = Recording()
+
+    def failing_hook(req, res, ctx):
+        calls.append("hook")
+        raise ValueError("hook failed")
+
     app.POST("/things", handler)
+    app.GET("/hooked", handler)
+    app.BEFORE("/hooked", failing_hook)
     try:
-        statuses = [await asgi_request(app, "POST", "/things", b"{}"), await asgi_request(app, "GET", "/nothing")]
+        statuses = [
+            await asgi_request(app, "POST", "/things", b"{}"),
+            await asgi_request(app, "GET", "/nothing"),
+            await asgi_request(app, "GET", "/hooked"),
+        ]
     except Exception as exc:
         pytest.fail(changed(f"a request through a Routes subclass raised {exc!r}, after the calls {calls}"))
-    expected = ["buffer", "xhooks(before=True)", "handler", "xhooks(before=False)", "unmatched(/nothing)"]
-    if calls != expected or statuses != [200, 404]:
-        pytest.fail(changed(f"two requests made the calls {calls} and answered {statuses}, not {expected}, [200, 404]"))
+    expected = [
+        *["handle(abc-1)", "buffer", "xhooks(before=True)", "handler", "xhooks(before=False)"],
+        *["answered(/things, NoneType)", "handle(abc-1)", "unmatched(/nothing)", "answered(None, NoneType)"],
+        *["handle(abc-1)", "buffer", "xhooks(before=True)", "hook", "answered(/hooked, ValueError)"],
+    ]
+    if calls != expected or statuses != [200, 404, 500]:
+        pytest.fail(changed(f"three requests made the calls {calls} and answered {statuses}, not {expected}"))
 
 
 def test_every_route_is_registered_through_abettor():
@@ -160,7 +188,11 @@ async def asgi_request(app, method: str, path: str, body: bytes = b"") -> int:
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"content-length", str(len(body)).encode())],
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", b"abc-1"),
+        ],
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 8000),
     }

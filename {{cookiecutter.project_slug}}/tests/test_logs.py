@@ -1,57 +1,212 @@
-"""Logs are JSON lines; each request a handler answers is one of them, without the query string."""
+"""Logs are JSON lines written off the request path: one access line per request, a request id on
+every line about a request and on every response, tracebacks rate-limited, lines dropped with a
+count (never waited for) when stderr is blocked."""
 
-import io
+import asyncio
 import json
 import logging
+import os
+import re
 import sys
-from contextlib import contextmanager
+import threading
 
 import httpx
+import pytest
 
+from conftest import ADMIN, make_admin, sign_in
+from {{ cookiecutter.package_name }} import logs
 from {{ cookiecutter.package_name }}.logs import JSONFormatter, access
+from {{ cookiecutter.package_name }}.web import HTTPError, send
+
+GENERATED = re.compile(r"[0-9a-f]{12}-[0-9]+")
 
 
-@contextmanager
-def captured_access_log():
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JSONFormatter())
-    access.addHandler(handler)
-    try:
-        yield stream
-    finally:
-        access.removeHandler(handler)
+@pytest.fixture
+def log_lines(capsys):
+    """`log_lines()`: what the service wrote to stderr since the last call, each line parsed as JSON."""
+
+    def lines() -> list[dict]:
+        assert logs.writer.flush(), "the log writer did not catch up within its bound"
+        return [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+
+    return lines
 
 
-async def test_a_request_is_one_json_line(admin):
-    with captured_access_log() as stream:
-        response = await admin.get("/users", params={"limit": 5, "token": "hunter2"})
+def access_lines(lines: list[dict]) -> list[dict]:
+    return [line for line in lines if line["logger"] == access.name]
+
+
+@pytest.fixture
+async def failing(new_app, serve, conn, monkeypatch):
+    """A client signed in as an admin of a service with routes that fail: /boom raises in its
+    handler, /hooked in a BEFORE hook; and a traceback limit of its own, untouched by the tests before."""
+    monkeypatch.setattr(logs.writer, "tracebacks", logs.TracebackLimit())
+    app = new_app(max_body_bytes=100)
+
+    async def boom(req, res, ctx):
+        logging.getLogger("{{ cookiecutter.package_name }}.test").warning("about to fail")
+        raise RuntimeError("boom")
+
+    def refuse(req, res, ctx):
+        raise HTTPError(401, "unauthorized", "sign in first")
+
+    def crash(req, res, ctx):
+        raise ValueError("hook failed")
+
+    async def hooked(req, res, ctx):
+        send(res, {"reached": True})
+
+    app.GET("/boom", boom)
+    app.BEFORE("/hooked/refused", refuse)
+    app.BEFORE("/hooked/crashed", crash)
+    app.GET("/hooked/refused", hooked)
+    app.GET("/hooked/crashed", hooked)
+    await make_admin(conn)
+    async with httpx.AsyncClient(base_url=await serve(app=app)) as http:
+        http.headers["Authorization"] = await sign_in(http, ADMIN)
+        yield http
+
+
+async def test_a_request_is_one_json_line(admin, log_lines):
+    log_lines()
+    response = await admin.get("/users", params={"limit": 5, "token": "hunter2"})
     assert response.status_code == 200
-    (line,) = stream.getvalue().splitlines()
-    entry = json.loads(line)
-    assert entry["logger"] == access.name and entry["level"] == "INFO"
-    assert {k: entry[k] for k in ("method", "path", "route", "status")} == {
+    (line,) = access_lines(log_lines())
+    assert line["level"] == "INFO" and line["message"] == "request"
+    assert {k: line[k] for k in ("method", "path", "route", "status", "client")} == {
         "method": "GET",
         "path": "/users",
         "route": "/users",
         "status": 200,
+        "client": "127.0.0.1",
     }
-    assert entry["duration_ms"] >= 0
-    assert "hunter2" not in line
+    assert line["duration_ms"] >= 0
+    assert line["request_id"] == response.headers["x-request-id"]
+    assert "hunter2" not in json.dumps(line)
 
 
-async def test_an_error_answer_is_logged_with_its_status(admin):
-    with captured_access_log() as stream:
-        await admin.get("/users/999")
-    assert json.loads(stream.getvalue())["status"] == 404
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("GET", "/users", None, 200),
+        ("GET", "/nowhere", None, 404),  # no route: Heaven's own answer
+        ("GET", "/users/999", None, 404),  # a handler's
+        ("PUT", "/users", None, 405),
+        ("POST", "/users", b"x" * 200, 413),
+        ("POST", "/users", b'{"email": "nope", "name": "X"}', 422),
+        ("POST", "/users", b"{oops", 400),
+        ("GET", "/boom", None, 500),
+        ("GET", "/hooked/refused", None, 401),
+        ("GET", "/hooked/crashed", None, 500),
+    ],
+)
+async def test_every_answer_carries_its_request_id(failing, log_lines, method, path, body, status):
+    log_lines()
+    sent = {
+        "kept": "req-42_a.b:c/d+e=f",
+        "generated": None,
+        "too long": "x" * 129,
+        "unsafe": "evil id;<script>",
+    }
+    answers = {}
+    for case, request_id in sent.items():
+        headers = {"x-request-id": request_id} if request_id else {}
+        if body is not None:
+            headers["content-type"] = "application/json"
+        answers[case] = await failing.request(method, path, content=body, headers=headers)
+    lines = log_lines()
+    for case, response in answers.items():
+        assert response.status_code == status, (case, response.text)
+        assert response.headers["content-type"] == "application/json"
+        returned = response.headers["x-request-id"]
+        if case == "kept":
+            assert returned == sent["kept"]
+        else:
+            assert GENERATED.fullmatch(returned), (case, returned)
+        (line,) = [line for line in access_lines(lines) if line["request_id"] == returned]
+        assert (line["method"], line["path"], line["status"]) == (method, path, status)
+    assert all(line["request_id"] for line in access_lines(lines))
 
 
-async def test_access_log_off_logs_no_request(migrated, serve):
+TRACED = ("trace-me", "trace-hook")
+
+
+async def test_every_line_about_a_request_has_its_id(failing, log_lines):
+    log_lines()
+    failed = await failing.get("/boom", headers={"x-request-id": "trace-me"})
+    crashed = await failing.get("/hooked/crashed", headers={"x-request-id": "trace-hook"})
+    assert failed.status_code == crashed.status_code == 500
+    assert "Traceback" not in failed.text + crashed.text
+    lines = log_lines()
+    about = {rid: [line["message"] for line in lines if line.get("request_id") == rid] for rid in TRACED}
+    assert about == {
+        "trace-me": ["about to fail", "unhandled error in GET /boom", "request"],
+        "trace-hook": ["unhandled error in GET /hooked/crashed", "request"],
+    }
+    errors = [line for line in lines if line["level"] == "ERROR"]
+    assert "RuntimeError: boom" in errors[0]["exception"] and "ValueError: hook failed" in errors[1]["exception"]
+
+
+async def test_a_storm_of_tracebacks_is_cut_to_a_few_and_a_count(failing, log_lines, monkeypatch):
+    monkeypatch.setattr(logs, "SUPPRESSED_EVERY", 0.5)  # the count comes this long after the first left out
+    log_lines()
+    storm = 4 * logs.TRACEBACK_BURST
+    statuses = [(await failing.get("/boom")).status_code for _ in range(storm)]
+    assert statuses == [500] * storm
+    lines = log_lines()
+    deadline = asyncio.get_running_loop().time() + 10
+    while not any("suppressed" in line for line in lines):  # written within SUPPRESSED_EVERY of the storm
+        assert asyncio.get_running_loop().time() < deadline, "no line counted the tracebacks left out"
+        await asyncio.sleep(0.1)
+        lines += log_lines()
+    tracebacks = [line for line in lines if "exception" in line]
+    (note,) = [line for line in lines if "suppressed" in line]
+    assert logs.TRACEBACK_BURST <= len(tracebacks) < storm
+    assert len(tracebacks) + note["suppressed"] == storm
+    assert note["level"] == "WARNING" and note["exceptions"] == {"RuntimeError": note["suppressed"]}
+    assert len(access_lines(lines)) == storm  # every request still has its line
+
+
+async def test_a_blocked_stderr_drops_lines_with_a_count_and_never_holds_up_a_request(
+    admin, log_lines, monkeypatch, caplog
+):
+    caplog.set_level(logging.WARNING, logger="httpx")  # the test's own client would log each request too
+    log_lines()
+    read_end, write_end = os.pipe()  # nobody reads it until the requests are done: writes block when it is full
+    with os.fdopen(write_end, "wb") as blocked:
+        monkeypatch.setattr(logs.writer, "stream", blocked)
+        monkeypatch.setattr(logs.writer, "capacity", 50)
+        sent = 600
+        started = asyncio.get_running_loop().time()
+        statuses = []
+        for i in range(sent):
+            statuses.append((await admin.get("/users/4242", headers={"x-request-id": f"drop-{i}"})).status_code)
+        elapsed = asyncio.get_running_loop().time() - started
+        assert statuses == [404] * sent
+        assert elapsed < 30  # bounded on a loaded machine: no request waited for stderr
+
+        received: list[bytes] = []
+        draining = threading.Thread(target=lambda: received.extend(iter(lambda: os.read(read_end, 65536), b"")))
+        draining.start()
+        assert logs.writer.flush(10)
+        monkeypatch.setattr(logs.writer, "stream", None)
+    draining.join(10)
+    os.close(read_end)
+    lines = [json.loads(line) for line in b"".join(received).splitlines()]
+    written = [line for line in access_lines(lines) if line["request_id"].startswith("drop-")]
+    dropped = sum(line["dropped"] for line in lines if "dropped" in line)
+    assert 0 < len(written) < sent and dropped > 0
+    assert len(written) + dropped == sent
+    assert log_lines() == []  # nothing went to stderr meanwhile
+
+
+async def test_access_log_off_logs_no_request(migrated, serve, log_lines):
     url = await serve(migrated, access_log="false")
-    with captured_access_log() as stream:
-        async with httpx.AsyncClient(base_url=url) as http:
-            assert (await http.get("/health")).status_code == 200
-    assert stream.getvalue() == ""
+    log_lines()
+    async with httpx.AsyncClient(base_url=url) as http:
+        response = await http.get("/health")
+    assert response.status_code == 200 and response.headers["x-request-id"]
+    assert access_lines(log_lines()) == []
 
 
 def test_a_traceback_stays_on_one_line():
@@ -64,3 +219,4 @@ def test_a_traceback_stays_on_one_line():
     entry = json.loads(line)
     assert entry["message"] == "failed here"
     assert "ValueError: boom" in entry["exception"]
+    assert entry["time"].endswith("Z") and "request_id" not in entry

@@ -1,12 +1,9 @@
-"""The service: settings, the Postgres, sign-in and CORS plugins and the routes, put together. Serve it with
+"""The service: settings, the Postgres, sign-in, CORS and metrics plugins and the routes, put together. Serve it with
 `uvicorn {{ cookiecutter.package_name }}.app:app`."""
 
-import logging
-
-from . import docs, health, users
+from . import docs, health, logs, metrics, users
 from .auth import Auth, Throttle
 from .cors import CORS, parse_origins
-from .logs import JSONFormatter
 from .passwords import Passwords
 from .postgres import Postgres
 from .settings import Settings
@@ -39,6 +36,8 @@ def create_app(settings: Settings) -> App:
         )
     )
     app.plugin(CORS(parse_origins(settings.cors_origins)))
+    if settings.metrics:
+        app.plugin(metrics)
     app.plugin(health)
     app.plugin(users)
     app.plugin(docs)
@@ -46,17 +45,9 @@ def create_app(settings: Settings) -> App:
 
 
 def configure_logging(level: str) -> None:
-    """Send this package's log records to stderr at `level`, one JSON object a line; uvicorn logs its own."""
-    logger = logging.getLogger(__package__)
-    logger.setLevel(level)
-    # Records need not find their thread's and process's names, which no line here shows:
-    # that halves the cost of making a record (the access log makes one per request).
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(JSONFormatter())
-        logger.addHandler(handler)
-        logger.propagate = False
+    """Every log record of the process, uvicorn's and asyncpg's included, to stderr at `level` as
+    one JSON object a line, written off the request path (logs.py)."""
+    logs.configure(level)
 
 
 app = create_app(Settings.from_env())

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 ORIGIN = re.compile(r"https?://[^\s/?#]+")
 METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
 # What a page's script may send, and read, beyond the CORS-safelisted headers.
-ALLOW_HEADERS = "Authorization, Content-Type"
-EXPOSE_HEADERS = "Location, Retry-After, WWW-Authenticate"
+ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID"
+EXPOSE_HEADERS = "Location, Retry-After, WWW-Authenticate, X-Request-ID"
 MAX_AGE = "600"  # seconds a browser may reuse a preflight's answer
 
 

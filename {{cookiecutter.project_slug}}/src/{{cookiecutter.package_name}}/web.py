@@ -16,7 +16,8 @@ from heaven import Router
 from heaven.constants import DEFAULT, SOCKET
 from heaven.router import Routes, _string_to_function_handler
 
-from .logs import log_request
+from . import logs
+from .logs import REQUEST_ID, SANE_REQUEST_ID, log_request, write_through
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,7 +107,11 @@ class App(Router):
       for anything else, logged with its traceback and sent to the client only in debug.
     - 404, 405 and 413 answered by Heaven's router are JSON as well, and so is the 400 of a header
       that is not UTF-8, which Heaven cannot read.
-    - With `access_log`, each request a handler answers is logged as one JSON line (logs.py).
+    - Every response carries an `X-Request-ID`: the client's when it is sane, else a new one; it is
+      on every log line about the request (logs.py).
+    - `observe(fn)` calls `fn(scope, res, route, seconds)` once each request is answered; with
+      `access_log`, the first observer writes its access line (logs.py). `in_flight` counts the
+      requests being answered.
     - `provide(key, value)` puts a value on every request's context, as a `BEFORE('/*')` hook
       would, at a fraction of a hook's cost.
     - `guard(rule)` runs a check before every handler registered after it (sign-in, auth.py).
@@ -118,11 +123,26 @@ class App(Router):
     def __init__(self, *, debug: bool = False, max_body_size: int | None = None, access_log: bool = True) -> None:
         super().__init__(debug=debug, max_body_size=max_body_size)
         # Kept here rather than read back from Heaven's private attributes (_debug, _max_body_size).
-        self._show_tracebacks, self._access_log = debug, access_log
+        self._show_tracebacks = debug
         self._rule: Callable[[Callable], Callable | None] | None = None
         self._serve = self._route
         # Heaven routes a request with no subdomain through this engine (tests/test_heaven.py checks it).
-        self.subdomains[DEFAULT] = _JSONRoutes(max_body_size)
+        self.subdomains[DEFAULT] = _JSONRoutes(debug, max_body_size)
+        if access_log:
+            self.observe(log_request)
+        # The last shutdown hook to run (they run last registered first): the lines of the shutdown
+        # are written before uvicorn ends the process.
+        self.ON("shutdown", write_through)
+
+    def observe(self, observer: Callable[[dict, Any, str | None, float], None]) -> None:
+        """Call `observer(scope, res, route, seconds)` after each request is answered (route is None
+        when none matched); it runs on every request, so it should only count or queue."""
+        self.subdomains[DEFAULT].observers.append(observer)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being answered right now."""
+        return self.subdomains[DEFAULT].in_flight
 
     def provide(self, key: str, value: Any) -> None:
         """Keep `value` on every request's context as `key` (`ctx.peek(key)`, `ctx.<key>`), in
@@ -161,7 +181,7 @@ class App(Router):
             if check is not None:
                 raise TypeError(f"websocket {route} would escape the guard: check in the handler and mark it public")
         else:
-            handler = _answering_errors(handler, check, self._show_tracebacks, route if self._access_log else None)
+            handler = _answering_errors(handler, check, self._show_tracebacks)
         return super().abettor(method, route, handler, *args, **kwargs)
 
     async def __call__(self, scope, receive, send):
@@ -179,7 +199,8 @@ class App(Router):
             if scope["type"] != "http" or not _undecodable_header(scope):
                 raise
         error = {"error": "malformed_header", "detail": "a header is not UTF-8"}
-        await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]})
+        headers = [(b"content-type", b"application/json"), (b"x-request-id", logs.new_request_id().encode())]
+        await send({"type": "http.response.start", "status": 400, "headers": headers})
         await send({"type": "http.response.body", "body": _encode(error)})
 
     async def _lifespan(self, receive, send) -> None:
@@ -216,12 +237,11 @@ async def _run_all(hooks, app, last_first: bool = False) -> None:
         await (hooks.pop() if last_first else hooks.popleft())(app)
 
 
-def _answering_errors(handler, check, debug: bool, logged_route: str | None):
+def _answering_errors(handler, check, debug: bool):
     asynchronous = inspect.iscoroutinefunction(handler)
 
     @functools.wraps(handler)
     async def answering_errors(req, res, ctx):
-        started = perf_counter()
         try:
             if check is not None:
                 check(req, ctx)
@@ -234,25 +254,62 @@ def _answering_errors(handler, check, debug: bool, logged_route: str | None):
             for header in exc.headers:
                 res.headers = header
         except Exception as exc:
-            log.exception("unhandled error in %s %s", req.method, req.url)
-            error = {"error": "internal_error", "detail": "the server failed to answer this request"}
-            if debug:
-                error["traceback"] = traceback.format_exception(exc)
-            send(res, error, 500)
-        if logged_route is not None:
-            log_request(req, res, logged_route, started)
+            _internal_error(res, exc, req.method, req.url, debug)
 
     return answering_errors
 
 
-class _JSONRoutes(Routes):
-    """Heaven's route table, with its own 404, 405 and 413 answers turned into JSON, and the
-    values of App.provide put on each request's context."""
+def _internal_error(res, exc: Exception, method: str, path: str, debug: bool) -> None:
+    log.error("unhandled error in %s %s", method, path, exc_info=exc)
+    error = {"error": "internal_error", "detail": "the server failed to answer this request"}
+    if debug:
+        error["traceback"] = traceback.format_exception(exc)
+    send(res, error, 500)
 
-    def __init__(self, max_body_size: int | None) -> None:
+
+class _JSONRoutes(Routes):
+    """Heaven's route table, with its own 404, 405 and 413 answers turned into JSON, the values of
+    App.provide put on each request's context, and each answer given its request id and observed."""
+
+    def __init__(self, debug: bool = False, max_body_size: int | None = None) -> None:
         super().__init__()
         self.provided: dict[str, Any] = {}
         self.max_body_size = max_body_size
+        self.observers: list[Callable] = []
+        self.in_flight = 0
+        self._debug = debug
+
+    async def handle(self, scope, receive, asgi_send, metadata=None, application=None):
+        # Every request passes here, whatever answers it: a handler, a hook, or Heaven's 404/405/413.
+        request_id = metadata[1].get("x-request-id")  # Heaven's decoded headers; a list when repeated
+        if type(request_id) is not str or not SANE_REQUEST_ID.fullmatch(request_id):
+            request_id = logs.new_request_id()  # looked up each time: a forked process gets its own
+        # The request's own task runs this: the id stays with this request, on every record made for it.
+        REQUEST_ID.set(request_id)
+        started = perf_counter()
+        self.in_flight += 1
+        try:
+            res = await super().handle(scope, receive, asgi_send, metadata, application)
+        finally:
+            self.in_flight -= 1
+        # Not res.__dict__.pop(): on 3.11 asking for an instance's __dict__ builds it, 2k instructions.
+        error = getattr(res, "_unhandled_error", None)
+        if error is not None:  # raised by a hook: answered here, as JSON, not printed by Heaven as text
+            del res._unhandled_error
+            if isinstance(error, HTTPError):
+                send(res, error.body(), error.status)
+                for header in error.headers:
+                    res.headers = header
+            else:
+                _internal_error(res, error, scope.get("method", ""), scope["path"], self._debug)
+        # Appended, not res.headers = (...): Heaven's setter rebuilds the list, 1 µs a request.
+        res.headers.append((b"x-request-id", request_id.encode()))
+        if self.observers and scope["type"] == "http":  # a websocket has no method, no status
+            seconds = perf_counter() - started
+            route = res._req._route  # Heaven keeps the matched route on the request; None if none matched
+            for observer in self.observers:
+                observer(scope, res, route, seconds)
+        return res
 
     async def xhooks(self, hookstore, methodstore, matched, r, w, c, before=False):
         # Heaven runs this twice a request, BEFORE hooks and AFTER hooks, and spells out every
