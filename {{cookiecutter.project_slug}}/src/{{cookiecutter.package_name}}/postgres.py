@@ -464,6 +464,10 @@ class Postgres(_Querying):
     async def _probe(self) -> str:
         # One probe at a time, shared by every check() meanwhile.
         try:
+            if self._outage is not None:
+                # What the requests saw (a refused password, a full server) may spare a connection opened
+                # before it: the outage ends only when a new connection is let in, as the pool's must be.
+                self._drop_prober()
             while True:
                 kept = self._prober is not None and not self._prober.is_closed()
                 try:
