@@ -67,7 +67,7 @@ def test_dev_serves_migrates_and_shares_its_own_postgres(bake):
         token = httpx.post(f"{base}/auth/token", json={"email": new["email"], "password": new["password"]}, timeout=30)
         assert token.status_code == 200, token.text
         me = httpx.get(f"{base}/users/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
-        assert me.json()["email"] == "dev@example.com"
+        assert me.status_code == 200 and me.json()["email"] == "dev@example.com", me.text
         # It says where its Postgres is: a URL to paste, the one it recorded for other commands.
         printed = re.search(r"^DATABASE_URL=(\S+)", "".join(output), re.MULTILINE)
         assert printed, "".join(output)

@@ -58,5 +58,6 @@ async def test_the_defaults_are_argon2_cffis_and_hashing_leaves_the_event_loop_f
         passwords.stop()
     assert len(pauses) > 100
     # A hash that held the GIL would stop the loop for a whole hash or more. The OS may still leave the loop's
-    # thread waiting for a core while two hash on a 2-core machine: up to a third of a hash, seen under load.
-    assert max(pauses) < one_hash / 2, (max(pauses), one_hash)
+    # thread waiting for a core while the checks take both cores of a 2-core machine: up to 0.6 of a hash was
+    # seen with the rest of a test suite running beside it. So the bound is the whole hash, and no less.
+    assert max(pauses) < one_hash, (max(pauses), one_hash)

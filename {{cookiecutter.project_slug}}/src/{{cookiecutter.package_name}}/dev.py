@@ -51,6 +51,9 @@ def create_dev_app() -> App:
         log.info("migrations applied now: %s", ", ".join(applied) or "none")
 
     app.ON("startup", apply_new_migrations)
+    # Run first (Heaven keeps startup hooks in a deque): sign-in reads its tables as it starts, so a
+    # migration that makes them must have run by then.
+    app.initializers.rotate(1)
     return app
 
 
