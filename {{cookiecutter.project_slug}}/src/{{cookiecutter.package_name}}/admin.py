@@ -16,8 +16,8 @@ import sys
 import asyncpg
 import msgspec
 
+from .migrate import connect
 from .passwords import Passwords
-from .postgres import describe
 from .resources import normal_email
 from .settings import Settings
 from .tokens import VOID_USER_TOKENS
@@ -74,11 +74,7 @@ async def main(argv: list[str] | None = None) -> None:
         except msgspec.ValidationError as exc:
             raise SystemExit(f"Not changed: {exc}") from None
         password_hash = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib).hash_now(user.password)
-    try:
-        conn = await asyncpg.connect(settings.database_url, timeout=settings.connect_timeout)
-    except Exception as exc:
-        where = describe(settings.database_url)
-        raise SystemExit(f"cannot connect to Postgres at {where}: {type(exc).__name__}: {exc}") from None
+    conn = await connect(settings)
     try:
         if args.revoke:
             if not await revoke(conn, normal_email(args.email)):

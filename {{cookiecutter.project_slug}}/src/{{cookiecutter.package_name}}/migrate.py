@@ -56,13 +56,19 @@ def read_migrations(directory: Path) -> list[tuple[str, str]]:
     return [(path.name, path.read_text(encoding="utf-8")) for path in sorted(directory.glob("*.sql"))]
 
 
-async def main() -> None:
-    settings = Settings.from_env()
+async def connect(settings: Settings) -> asyncpg.Connection:
+    """One connection for a command (this one, the admin command), or an exit naming host, port and
+    database, never the password."""
     try:
-        conn = await asyncpg.connect(settings.database_url, timeout=settings.connect_timeout)
+        return await asyncpg.connect(settings.database_url, timeout=settings.connect_timeout)
     except Exception as exc:
         where = describe(settings.database_url)
         raise SystemExit(f"cannot connect to Postgres at {where}: {type(exc).__name__}: {exc}") from None
+
+
+async def main() -> None:
+    settings = Settings.from_env()
+    conn = await connect(settings)
     try:
         applied = await migrate(conn)
     finally:
