@@ -475,7 +475,7 @@ async def test_a_reset_that_gets_no_answer_is_cut_off_and_its_request_keeps_its_
     stuck = [o for o in outcomes if o.seconds >= 1]
     assert stuck, "no reset was held up: the fault did not happen"
     figures(
-        f"resets unanswered for 4 s (nftables drops the pool's reset queries) under 4 connections: {len(outcomes)} "
+        f"resets unanswered for 4 s (nftables drops the pool's reset queries) under 3 connections: {len(outcomes)} "
         f"requests, all answered ({tally(outcomes)}); {len(stuck)} waited on their reset until it was cut off "
         f"after {min(o.seconds for o in stuck):.2f}-{slowest:.2f} s (bound 2 s), their connections replaced"
     )
