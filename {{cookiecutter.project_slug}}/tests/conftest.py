@@ -125,10 +125,12 @@ async def role(migrated, conn) -> AsyncIterator[Role]:
     # Every table, not only users: a signed-in request reads sign-in's tables (revoked tokens) too.
     await conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}")
     yield Role(migrated, name, password)
-    await conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'")
+    # The app served with it (until the session ends) reconnects: refuse its logins, then end its sessions.
+    await conn.execute(f"ALTER ROLE {name} NOLOGIN")
     # pg_terminate_backend only asks: wait (bounded) until the role's sessions are gone, or DROP ROLE fails.
     deadline = time.monotonic() + 5
     while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE usename = $1", name):
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", name)
         assert time.monotonic() < deadline, f"sessions of {name} still open"
         await asyncio.sleep(0.05)
     await conn.execute(f"DROP OWNED BY {name}")

@@ -89,6 +89,12 @@ class NoConnectionFree(TimeoutError):
     """Every connection of the pool stayed busy for acquire_timeout: the pool is exhausted, not the database."""
 
 
+# Outages that a connection opened before them survives: their reason (_reason) starts with one of these.
+LOGIN_REFUSED = tuple(
+    error.__name__ for error in (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
+)
+
+
 class _Trouble:
     """One outage, read-only spell or exhausted pool: since when, why, how many requests it refused."""
 
@@ -464,9 +470,9 @@ class Postgres(_Querying):
     async def _probe(self) -> str:
         # One probe at a time, shared by every check() meanwhile.
         try:
-            if self._outage is not None:
-                # What the requests saw (a refused password, a full server) may spare a connection opened
-                # before it: the outage ends only when a new connection is let in, as the pool's must be.
+            if self._outage is not None and self._outage.reason.startswith(LOGIN_REFUSED):
+                # A refused login (a rotated password) spares the connections opened before it: the outage
+                # ends only when a new connection is let in, as the pool's must be.
                 self._drop_prober()
             while True:
                 kept = self._prober is not None and not self._prober.is_closed()
