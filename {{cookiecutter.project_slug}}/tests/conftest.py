@@ -24,6 +24,7 @@ from {{ cookiecutter.package_name }}.admin import grant
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.migrate import migrate
 from {{ cookiecutter.package_name }}.passwords import Passwords
+from {{ cookiecutter.package_name }}.postgres import Postgres
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.users import NewUser
 from {{ cookiecutter.package_name }}.web import App
@@ -104,6 +105,15 @@ async def conn(migrated) -> AsyncIterator[asyncpg.Connection]:
     finally:
         # Even when emptying fails: an unclosed connection ends the run in ResourceWarnings that hide the error.
         await conn.close()
+
+
+@pytest.fixture
+async def db(migrated, conn) -> AsyncIterator[Postgres]:
+    """The Postgres plugin of the test database, started, over empty tables."""
+    db = Postgres(migrated, min_size=1, max_size=2)
+    await db.startup()
+    yield db
+    await db.shutdown()
 
 
 class Role:

@@ -38,14 +38,6 @@ async def running(db: Postgres) -> AsyncIterator[Postgres]:
         await db.shutdown()
 
 
-@pytest.fixture
-async def db(migrated, conn):
-    db = Postgres(migrated, min_size=1, max_size=2)
-    await db.startup()
-    yield db
-    await db.shutdown()
-
-
 async def test_fetch_binds_rows_to_structs(db):
     rows = await db.fetch("SELECT g AS n, 'n' || g AS label FROM generate_series(1, 3) g", bind=Pair)
     assert rows == [Pair(1, "n1"), Pair(2, "n2"), Pair(3, "n3")]

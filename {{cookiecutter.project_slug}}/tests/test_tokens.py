@@ -5,7 +5,6 @@ import time
 import asyncpg
 import pytest
 
-from {{ cookiecutter.package_name }}.postgres import Postgres
 from {{ cookiecutter.package_name }}.tokens import INSERT_REVOCATION, Principal, Revocations, Tokens
 
 SECRET, OTHER = "s" * 32, "o" * 32
@@ -60,14 +59,6 @@ def test_a_token_read_before_is_remembered_yet_still_expires():
 def test_a_missing_or_short_secret_is_refused(secrets):
     with pytest.raises(ValueError, match="TOKEN_SECRET"):
         Tokens(secrets, ttl=60)
-
-
-@pytest.fixture
-async def db(migrated, conn):
-    db = Postgres(migrated, min_size=1, max_size=2)
-    await db.startup()
-    yield db
-    await db.shutdown()
 
 
 async def test_a_revocation_committed_after_a_read_began_is_not_missed(db, migrated):
