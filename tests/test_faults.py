@@ -221,6 +221,8 @@ async def test_silent_packet_loss_ends_every_request_in_its_bound_and_the_servic
     assert next(line for line in svc.lines if "is unreachable" in line) in during
     assert sum("is unreachable" in line for line in svc.lines) == 1
     assert sum("answers again" in line for line in svc.lines) == 1
+    # Requests that waited for a connection through the loss are the outage's, not an exhausted pool's.
+    assert not [line for line in svc.lines if "busy" in line], lines_of(svc, mark)
     figures(
         f"silent loss {loss:.0f} s (nftables DROP both ways) under 12 connections, {json.dumps(SETTINGS)}: "
         f"{len(outcomes)} requests ({tally(outcomes)}), {len(refused)} refused as JSON 503; slowest "

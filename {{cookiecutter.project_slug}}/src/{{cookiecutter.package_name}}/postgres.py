@@ -89,12 +89,6 @@ class NoConnectionFree(TimeoutError):
     """Every connection of the pool stayed busy for acquire_timeout: the pool is exhausted, not the database."""
 
 
-# Outages that a connection opened before them survives: their reason (_reason) starts with one of these.
-LOGIN_REFUSED = tuple(
-    error.__name__ for error in (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
-)
-
-
 class _Trouble:
     """One outage, read-only spell or exhausted pool: since when, why, how many requests it refused."""
 
@@ -209,9 +203,11 @@ class Postgres(_Querying):
         self.available = True
         self.outages = 0
         self._outage: _Trouble | None = None
+        self._outage_tail = 0.0  # until then, a request refused for want of a connection began waiting in it
         self._read_only: _Trouble | None = None
         self._exhausted: _Trouble | None = None
         self._prober: asyncpg.Connection | None = None  # the connection of check() and the outage watch
+        self._prober_opened = 0.0  # the loop's clock when it began to connect
         self._strays: list[int] = []  # server processes of dropped connections, for the next probe to end
         self._probing: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
@@ -438,6 +434,10 @@ class Postgres(_Querying):
             self._read_only.refused += 1
             self._watch()
             return DatabaseReadOnly(exc)
+        if isinstance(exc, NoConnectionFree) and self._outage is None and now < self._outage_tail:
+            # The wait began during an outage that has ended since: its connections were still held by
+            # requests sent into it (a query over a silent network waits out its timeout). Not exhaustion.
+            return DatabaseUnavailable(exc)
         if isinstance(exc, NoConnectionFree) and not (self._outage and self._outage.confirmed):
             # The pool is exhausted: by a lock or slow queries if the database answers a probe (logged
             # then), else by an outage, which counts the refusals as its own.
@@ -470,9 +470,11 @@ class Postgres(_Querying):
     async def _probe(self) -> str:
         # One probe at a time, shared by every check() meanwhile.
         try:
-            if self._outage is not None and self._outage.reason.startswith(LOGIN_REFUSED):
-                # A refused login (a rotated password) spares the connections opened before it: the outage
-                # ends only when a new connection is let in, as the pool's must be.
+            outage = self._outage
+            if outage is not None and self._prober is not None and self._prober_opened < outage.since:
+                # A connection opened before an outage's first sign may outlive its cause: a rotated password
+                # spares it, a server process ended by pg_terminate_backend answers until it acts on the
+                # signal. Only a connection the database lets in now says the pool's can connect again.
                 self._drop_prober()
             while True:
                 kept = self._prober is not None and not self._prober.is_closed()
@@ -494,9 +496,10 @@ class Postgres(_Querying):
 
     async def _ask(self) -> str:
         if self._prober is None or self._prober.is_closed():
+            opened = self._loop.time()
             prober = await asyncpg.connect(self.dsn, timeout=self._connect_timeout, statement_cache_size=0)
             self._keep_alive(prober)
-            self._prober = prober
+            self._prober, self._prober_opened = prober, opened
         read_only = await self._prober.fetchval(READ_ONLY, timeout=PROBE_TIMEOUT)
         if self._strays:
             strays = self._strays[:]
@@ -534,6 +537,7 @@ class Postgres(_Querying):
             self._outage = None
             self.available = True
             if outage.confirmed:
+                self._outage_tail = now + self._acquire_timeout
                 log.warning(
                     "Postgres at %s answers again after %.1f s unreachable; %d requests refused",
                     describe(self.dsn),
