@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # no display on a server or in CI; before any figure exis
 
 COLORS = {
     "baked": "#d62728",
+    "baked_quiet": "#e377c2",
     "heaven_minimal": "#ff9896",
     "raw": "#7f7f7f",
     "fastapi_asyncpg": "#1f77b4",

@@ -1,9 +1,16 @@
-"""The five servers under test: what each one is, and how uvicorn finds and configures it."""
+"""The servers under test: the baked service as shipped and with its defaults off, and the four it is
+measured against; what each one is, and how uvicorn finds and configures it."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+
+# What the baked service does by default beyond answering: a JSON access line per request (to stderr, here a
+# file), /metrics counting every request, an X-Request-ID on every answer, INFO logging. The headline measures it
+# so; these settings turn every one of them off (request ids and the sign-in check stay: they have no switch).
+DEFAULTS_OFF = (("ACCESS_LOG", "false"), ("METRICS", "false"), ("LOG_LEVEL", "WARNING"))
 
 
 @dataclass(frozen=True)
@@ -12,6 +19,7 @@ class Contender:
     label: str  # how tables and charts name it
     app: str  # uvicorn's module:attribute
     app_dir: Path | None  # where uvicorn imports it from; None for the installed baked project
+    settings: tuple[tuple[str, str], ...] = ()  # the baked service's, beyond the database and the pool
 
     def env(self, dsn: str, pool_size: int) -> dict[str, str]:
         # The baked service reads its settings from the environment; the comparison apps read these two.
@@ -20,17 +28,18 @@ class Contender:
             "POOL_SIZE": str(pool_size),
             "POOL_MIN_SIZE": str(pool_size),
             "POOL_MAX_SIZE": str(pool_size),
-            "LOG_LEVEL": "WARNING",
-            "ACCESS_LOG": "false",  # like uvicorn's --no-access-log, which every contender runs with
+            **dict(self.settings),
         }
 
 
 BAKED = Contender("baked", "baked service", "heaven_service.app:app", None)
-# Not one of the five: the baked service with its /users routes public, to count the sign-in check (signin.py).
+BAKED_QUIET = Contender("baked_quiet", "baked, defaults off", "heaven_service.app:app", None, DEFAULTS_OFF)
+# Not a contender: the baked service as shipped with its /users routes public, to count the sign-in check (signin.py).
 BAKED_PUBLIC = Contender("baked_public", "baked service, no sign-in", "baked_public:app", HERE)
 FLOOR = Contender("raw", "raw ASGI (floor)", "raw:app", HERE)
 CONTENDERS = [
     BAKED,
+    BAKED_QUIET,
     Contender("heaven_minimal", "minimal Heaven", "heaven_minimal:app", HERE),
     FLOOR,
     Contender("fastapi_asyncpg", "FastAPI + asyncpg", "fastapi_asyncpg:app", HERE),
