@@ -30,7 +30,7 @@ def test_bench_smoke_runs_and_contenders_agree(tmp_path):
 
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["agreement"]["identical"], results["agreement"]["mismatches"]
-    assert len(set(results["contenders"])) == 5
+    assert len(set(results["contenders"])) == 6  # the baked service as shipped and with its defaults off, and four
     assert {run["contender"] for run in results["runs"]} == set(results["contenders"])
     assert all(run["requests"] > 0 and run["errors"] == 0 for run in results["runs"]), results["runs"]
     assert set(results["paired"]["ratios"]) == set(results["contenders"]) - {"baked"}
