@@ -225,6 +225,9 @@ def test_the_web_pods_go_through_pgbouncer_in_transaction_mode(rendered):
     assert "kill -INT 1" in pre_stop
     grace = rendered.get("Deployment", "pgbouncer")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace >= int(re.search(r"sleep (\d+)", pre_stop)[1]) + shutdown_bound(web) + 5
+    # One PgBouncer, pinned, in compose and on Kubernetes: not whatever `latest` is on the day of a pull.
+    compose = yaml.safe_load((rendered.project.path / "docker-compose.yml").read_text())
+    assert compose["services"]["pgbouncer"]["image"] == bouncer["image"] and not bouncer["image"].endswith(":latest")
 
 
 @needs(PGBOUNCER, "pgbouncer")
