@@ -26,6 +26,12 @@ async def test_a_listed_origin_gets_its_preflight_answered_before_sign_in(migrat
         assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
         assert preflight.headers["vary"] == "Origin" and int(preflight.headers["access-control-max-age"]) > 0
         assert "access-control-allow-credentials" not in preflight.headers
+        # Its id, like every answer's: the client's when sane, else a new one.
+        assert preflight.headers["x-request-id"]
+        sent = await http.options("/users/me", headers={**PREFLIGHT, "X-Request-ID": "trace-42"})
+        assert sent.headers["x-request-id"] == "trace-42"
+        bad = await http.options("/users/me", headers={**PREFLIGHT, "X-Request-ID": "no spaces <here>"})
+        assert bad.headers["x-request-id"] not in ("", "no spaces <here>")
 
         # The request itself, answered 401 here, carries the headers a browser needs to show the page that 401.
         response = await http.get("/users/me", headers={"Origin": APP})

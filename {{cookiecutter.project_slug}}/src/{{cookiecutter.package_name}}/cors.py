@@ -3,6 +3,8 @@
 import re
 from collections.abc import Iterable
 
+from . import logs
+
 # A scheme, a host and an optional port: what a browser sends as `Origin`. "null" (sandboxed
 # frames, file: pages) is refused on purpose: any page can make its origin null.
 ORIGIN = re.compile(r"https?://[^\s/?#]+")
@@ -59,6 +61,8 @@ class CORS:
                     (b"access-control-allow-methods", METHODS.encode()),
                     (b"access-control-allow-headers", ALLOW_HEADERS.encode()),
                     (b"access-control-max-age", MAX_AGE.encode()),
+                    # Answered before the routes, which give every other answer its id: the same rule here.
+                    (b"x-request-id", _request_id(scope)),
                 ]
                 await send({"type": "http.response.start", "status": 204, "headers": allowed + preflight})
                 await send({"type": "http.response.body", "body": b""})
@@ -80,3 +84,11 @@ def _header(scope, name: bytes) -> bytes | None:
         if key == name:
             return value
     return None
+
+
+def _request_id(scope) -> bytes:
+    # The client's X-Request-ID when it is sane, else a new one, as web.py keeps it for every other answer.
+    sent = _header(scope, b"x-request-id")
+    if sent is not None and logs.SANE_REQUEST_ID.fullmatch(sent.decode("latin-1")):
+        return sent
+    return logs.new_request_id().encode()
