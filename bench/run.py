@@ -1,6 +1,6 @@
 """The benchmark: the baked service against minimal Heaven, raw ASGI, FastAPI + asyncpg and FastAPI + SQLAlchemy.
 
-    python bench/run.py            # full: every cell, several rounds (about 20 minutes)
+    python bench/run.py            # full: every cell, several rounds (about 24 minutes)
     python bench/run.py --smoke    # seconds per contender, one round, two cells
 
 It creates bench/.venv the first time, bakes and installs the template's default project, starts
