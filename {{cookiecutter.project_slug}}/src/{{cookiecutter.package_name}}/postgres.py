@@ -89,6 +89,12 @@ class NoConnectionFree(TimeoutError):
     """Every connection of the pool stayed busy for acquire_timeout: the pool is exhausted, not the database."""
 
 
+# Outages that a connection opened before them survives: their reason (_reason) starts with one of these.
+LOGIN_REFUSED = tuple(
+    error.__name__ for error in (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
+)
+
+
 class _Trouble:
     """One outage, read-only spell or exhausted pool: since when, why, how many requests it refused."""
 
@@ -207,10 +213,11 @@ class Postgres(_Querying):
         self._read_only: _Trouble | None = None
         self._exhausted: _Trouble | None = None
         self._prober: asyncpg.Connection | None = None  # the connection of check() and the outage watch
-        self._prober_opened = 0.0  # the loop's clock when it began to connect
         self._strays: list[int] = []  # server processes of dropped connections, for the next probe to end
         self._probing: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
+        # On each record the plugin logs, as `record.postgres`: which plugin said it (not in the JSON line).
+        self._extra = {"postgres": self}
 
     @property
     def waiting(self) -> int:
@@ -246,7 +253,7 @@ class Postgres(_Querying):
             raise RuntimeError(f"cannot connect to Postgres at {describe(self.dsn)}: {_reason(exc)}") from None
         self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
         _quiet_floor.watch(self)
-        log.info("connected to Postgres at %s", describe(self.dsn))
+        log.info("connected to Postgres at %s", describe(self.dsn), extra=self._extra)
 
     async def shutdown(self, app=None) -> None:
         """Close the pool, letting borrowed connections finish their queries first; if it has not
@@ -272,9 +279,10 @@ class Postgres(_Querying):
                     "Postgres at %s did not close the pool within %s s: connections terminated",
                     describe(self.dsn),
                     CLOSE_TIMEOUT,
+                    extra=self._extra,
                 )
             else:
-                log.info("disconnected from Postgres at %s", describe(self.dsn))
+                log.info("disconnected from Postgres at %s", describe(self.dsn), extra=self._extra)
             self.pool = None
 
     @contextlib.asynccontextmanager
@@ -470,11 +478,9 @@ class Postgres(_Querying):
     async def _probe(self) -> str:
         # One probe at a time, shared by every check() meanwhile.
         try:
-            outage = self._outage
-            if outage is not None and self._prober is not None and self._prober_opened < outage.since:
-                # A connection opened before an outage's first sign may outlive its cause: a rotated password
-                # spares it, a server process ended by pg_terminate_backend answers until it acts on the
-                # signal. Only a connection the database lets in now says the pool's can connect again.
+            if self._outage is not None and self._outage.reason.startswith(LOGIN_REFUSED):
+                # A refused login (a rotated password) spares the connections opened before it: the outage
+                # ends only when a new connection is let in, as the pool's must be.
                 self._drop_prober()
             while True:
                 kept = self._prober is not None and not self._prober.is_closed()
@@ -496,10 +502,9 @@ class Postgres(_Querying):
 
     async def _ask(self) -> str:
         if self._prober is None or self._prober.is_closed():
-            opened = self._loop.time()
             prober = await asyncpg.connect(self.dsn, timeout=self._connect_timeout, statement_cache_size=0)
             self._keep_alive(prober)
-            self._prober, self._prober_opened = prober, opened
+            self._prober = prober
         read_only = await self._prober.fetchval(READ_ONLY, timeout=PROBE_TIMEOUT)
         if self._strays:
             strays = self._strays[:]
@@ -530,6 +535,7 @@ class Postgres(_Querying):
                     "Postgres at %s is unreachable (%s): requests are refused with 503 until it answers",
                     describe(self.dsn),
                     reason or outage.reason,
+                    extra=self._extra,
                 )
             self._watch()
             return
@@ -543,6 +549,7 @@ class Postgres(_Querying):
                     describe(self.dsn),
                     now - outage.since,
                     outage.refused,
+                    extra=self._extra,
                 )
         spell = self._read_only
         if state == "read_only" and (spell is None or not spell.confirmed):
@@ -551,6 +558,7 @@ class Postgres(_Querying):
             log.warning(
                 "Postgres at %s is read-only: writes are refused with 503 database_read_only, reads go on",
                 describe(self.dsn),
+                extra=self._extra,
             )
         elif state == "ok" and spell is not None:
             self._read_only = None
@@ -560,6 +568,7 @@ class Postgres(_Querying):
                     describe(self.dsn),
                     now - spell.since,
                     spell.refused,
+                    extra=self._extra,
                 )
         exhausted = self._exhausted
         if exhausted is not None and not exhausted.confirmed:
@@ -570,6 +579,7 @@ class Postgres(_Querying):
                 self._max_size,
                 describe(self.dsn),
                 self._acquire_timeout,
+                extra=self._extra,
             )
         if exhausted is not None and now - exhausted.last > self._acquire_timeout:
             self._exhausted = None
@@ -578,6 +588,7 @@ class Postgres(_Querying):
                 describe(self.dsn),
                 exhausted.last - exhausted.since,
                 exhausted.refused,
+                extra=self._extra,
             )
         self._watch()
 
@@ -652,7 +663,10 @@ class _QuietFloor(logging.Filter):
         _, failure, trace = record.exc_info
         # asyncpg logs it where the pool caught the failure, in a method of its own: that frame's `self`.
         pool = trace.tb_frame.f_locals.get("self") if trace else None
-        plugins = [plugin for plugin in self.plugins if plugin.pool is pool] or list(self.plugins)
+        plugins = [plugin for plugin in self.plugins if plugin.pool is pool]
+        if len(plugins) == 1:
+            record.postgres = plugins[0]  # which plugin's pool, as on the plugin's own records
+        plugins = plugins or list(self.plugins)
         if any(not plugin.available for plugin in plugins):
             return False
         record.msg, record.args = f"{record.msg}: %s", (_reason(failure),)
