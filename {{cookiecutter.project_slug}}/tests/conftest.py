@@ -93,6 +93,20 @@ WHERE schemaname NOT IN ('pg_catalog', 'information_schema') AND tablename <> 's
 """
 
 
+async def empty(conn: asyncpg.Connection, tables: list[str], attempts: int = 5) -> None:
+    """TRUNCATE every table. The session's apps read sign-in's tables once a second, and a read holding one
+    table while it waits for another can deadlock with TRUNCATE's locks: Postgres then ends one of the two,
+    and running it again is the remedy. Bounded: a deadlock that keeps coming is a failure."""
+    for attempt in range(attempts):
+        try:
+            await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+            return
+        except asyncpg.DeadlockDetectedError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.05)
+
+
 @pytest.fixture
 async def conn(migrated) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection to the test database, every table emptied but schema_migrations."""
@@ -100,7 +114,7 @@ async def conn(migrated) -> AsyncIterator[asyncpg.Connection]:
     try:
         tables = [row[0] for row in await conn.fetch(TABLES)]
         if tables:  # one statement for all, CASCADE for what references them: no order to get right
-            await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+            await empty(conn, tables)
         yield conn
     finally:
         # Even when emptying fails: an unclosed connection ends the run in ResourceWarnings that hide the error.
