@@ -169,6 +169,19 @@ def environment(database_url: str, **overrides) -> dict[str, str]:
     return environ
 
 
+def admin_command(database_url: str, *args: str, password: str = PASSWORD) -> subprocess.CompletedProcess:
+    """`python -m <package>.admin ARGS` as the README runs it, the password on stdin."""
+    return subprocess.run(
+        [sys.executable, "-m", "{{ cookiecutter.package_name }}.admin", *args],
+        input=f"{password}\n",
+        env={"PYTHONPATH": SOURCE, **environment(database_url)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def settings_for(database_url: str, **overrides) -> Settings:
     """Settings as the environment would give them (`environment`)."""
     return Settings.from_env(environment(database_url, **overrides), env_file=None)

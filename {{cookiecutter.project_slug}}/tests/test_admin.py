@@ -1,23 +1,8 @@
 """The admin command, `python -m <package>.admin EMAIL`: the password from standard input, the first admin made."""
 
-import subprocess
-import sys
-
 import httpx
 
-from conftest import PASSWORD, SOURCE, environment, eventually, sign_in, sign_up
-
-
-def admin_command(database_url: str, *args: str, password: str = PASSWORD) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "{{ cookiecutter.package_name }}.admin", *args],
-        input=f"{password}\n",
-        env={"PYTHONPATH": SOURCE, **environment(database_url)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from conftest import PASSWORD, admin_command, eventually, sign_in, sign_up
 
 
 async def test_the_command_creates_an_admin_who_can_list_users(client, conn, migrated):

@@ -4,8 +4,6 @@ no password in sight, and generated requests that find no operation open without
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime
@@ -17,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ADMIN, PASSWORD, SECRET, SOURCE, environment, sign_in, sign_up
+from conftest import ADMIN, PASSWORD, SECRET, admin_command, sign_in, sign_up
 from {{ cookiecutter.package_name }}.tokens import Tokens
 
 PROTECTED = [("GET", "/users"), ("GET", "/users/1"), ("PATCH", "/users/1"), ("DELETE", "/users/1")]
@@ -335,15 +333,7 @@ def test_no_operation_is_reachable_without_the_right_token(migrated, spawn):
             if email == user_email:
                 http.post("/users", json={"email": email, "name": "U", "password": PASSWORD})
                 return
-            made = subprocess.run(
-                [sys.executable, "-m", "{{ cookiecutter.package_name }}.admin", email],
-                input=f"{PASSWORD}\n",
-                env={"PYTHONPATH": SOURCE, **environment(migrated)},
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            made = admin_command(migrated, email)
             assert made.returncode == 0, made.stderr
 
         def token_for(email: str) -> str:

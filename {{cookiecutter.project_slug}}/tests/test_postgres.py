@@ -189,7 +189,8 @@ def records(logger: str, plugin: Postgres) -> Iterator[list[logging.LogRecord]]:
     other apps log to the same loggers, about the same database: each record says which plugin it is about."""
     seen: list[logging.LogRecord] = []
     handler = logging.Handler()
-    handler.emit = lambda record: getattr(record, "postgres", None) is plugin and seen.append(record)
+    handler.addFilter(lambda record: getattr(record, "postgres", None) is plugin)
+    handler.emit = seen.append
     logging.getLogger(logger).addHandler(handler)
     try:
         yield seen
