@@ -1,6 +1,6 @@
 """Logs are JSON lines written off the request path: one access line per request, a request id on
 every line about a request and on every response, tracebacks rate-limited, lines dropped with a
-count (never waited for) when stderr is blocked."""
+count (never waited for) when stderr is blocked, none lost when the loop that made them ends."""
 
 import asyncio
 import json
@@ -198,6 +198,21 @@ async def test_a_blocked_stderr_drops_lines_with_a_count_and_never_holds_up_a_re
     assert 0 < len(written) < sent and dropped > 0
     assert len(written) + dropped == sent
     assert log_lines() == []  # nothing went to stderr meanwhile
+
+
+def test_a_loop_that_ends_before_its_batch_is_written_loses_no_line(capsys):
+    # Lines made on an event loop wait there for its batch; a loop that ends first never writes it
+    # (a script's asyncio.run). The next loop's batch takes them along, without a flush.
+    async def log(message: str, then_wait: float = 0) -> None:
+        logging.getLogger("{{ cookiecutter.package_name }}.test").warning(message)
+        await asyncio.sleep(then_wait)
+
+    assert logs.writer.flush()
+    capsys.readouterr()
+    asyncio.run(log("from a loop that ended at once"))
+    asyncio.run(log("from the next loop", then_wait=20 * logs.BATCH_SECONDS))
+    written = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
+    assert written == ["from a loop that ended at once", "from the next loop"]
 
 
 async def test_access_log_off_logs_no_request(migrated, serve, log_lines):

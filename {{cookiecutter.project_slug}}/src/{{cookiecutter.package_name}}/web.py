@@ -128,7 +128,7 @@ class App(Router):
         self._serve = self._route
         # Heaven routes a request with no subdomain through this engine (tests/test_heaven.py checks it).
         self.subdomains[DEFAULT] = _JSONRoutes(debug, max_body_size)
-        if access_log:
+        if access_log and logs.access.isEnabledFor(logging.INFO):  # asked once, not on each request
             self.observe(log_request)
         # The last shutdown hook to run (they run last registered first): the lines of the shutdown
         # are written before uvicorn ends the process.
