@@ -1,6 +1,8 @@
 """The service: settings, the Postgres, sign-in, CORS and metrics plugins and the routes, put together. Serve it with
 `uvicorn {{ cookiecutter.package_name }}.app:app`."""
 
+import gc
+
 from . import docs, health, logs, metrics, users
 from .auth import Auth, Throttle
 from .cors import CORS, parse_origins
@@ -9,10 +11,16 @@ from .postgres import Postgres
 from .settings import Settings
 from .web import App
 
+# Python's collector looks at its youngest objects every 700 container allocations net of frees, and
+# answering a request makes thousands, nearly all freed by the end of it. Every 7,000 instead: 4 % fewer
+# instructions a request (bench/README.md), for at most 6,300 more objects waiting for a collection.
+GC_YOUNGEST = 7_000
+
 
 def create_app(settings: Settings) -> App:
     """A new app for `settings`; each app starts and stops once, so tests build their own."""
     configure_logging(settings.log_level)
+    gc.set_threshold(GC_YOUNGEST, *gc.get_threshold()[1:])
     app = App(debug=settings.debug, max_body_size=settings.max_body_bytes, access_log=settings.access_log)
     app.plugin(
         Postgres(
