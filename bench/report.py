@@ -187,7 +187,7 @@ def sign_in_lines(results: dict) -> list[str]:
 
 
 def paired_table(results: dict) -> list[str]:
-    paired, labels = results["paired"], results["contenders"]
+    paired, labels = results["paired"], {**results["contenders"], **results.get("switches", {})}
     seconds = results["config"]["seconds_per_run"]
     out = [
         f"## Paired: the baked service against each, GET {results['config']['endpoints'][paired['endpoint']]} at "

@@ -126,8 +126,15 @@ def main() -> int:
                         flush=True,
                     )
 
+    switches = contenders.DEFAULT_SWITCHES if contenders.BAKED in chosen else []
     paired = paired_headline(
-        chosen, dsn, scratch, wrk_path, script, rounds=1 if args.smoke else args.paired_rounds, duration=duration
+        chosen + switches,
+        dsn,
+        scratch,
+        wrk_path,
+        script,
+        rounds=1 if args.smoke else args.paired_rounds,
+        duration=duration,
     )
     agreement = agree(bodies, contenders.BAKED.name)
     cold = cold_start(
@@ -177,6 +184,7 @@ def main() -> int:
             "headline": {"endpoint": HEADLINE[0], "connections": HEADLINE[1]},
         },
         "contenders": {c.name: c.label for c in chosen},
+        "switches": {c.name: c.label for c in switches},  # in the paired headline only
         "agreement": {"identical": not agreement, "mismatches": agreement, "sha256": answers},
         "runs": runs,
         "summary": summary,

@@ -33,7 +33,8 @@ def test_bench_smoke_runs_and_contenders_agree(tmp_path):
     assert len(set(results["contenders"])) == 6  # the baked service as shipped and with its defaults off, and four
     assert {run["contender"] for run in results["runs"]} == set(results["contenders"])
     assert all(run["requests"] > 0 and run["errors"] == 0 for run in results["runs"]), results["runs"]
-    assert set(results["paired"]["ratios"]) == set(results["contenders"]) - {"baked"}
+    # ...and, paired only, the baked service with each of its defaults off in turn.
+    assert set(results["paired"]["ratios"]) == set(results["contenders"]) - {"baked"} | set(results["switches"])
     assert all(run["errors"] == 0 for run in results["paired"]["runs"]), results["paired"]["runs"]
     counted = results["instructions"]["endpoints"]["limit=20"]["per_request"]
     assert set(counted) == set(results["contenders"]) and all(n > 0 for n in counted.values()), counted
