@@ -121,9 +121,9 @@ class LogWriter:
     to a thread of the writer's own (`add`): lines from other threads or from no loop, and a batch
     that stderr would make the loop wait for, or that would pass lines still queued for the thread.
 
-    Handing every line to the thread instead cost the loop more than writing them: waking it and
-    trading the GIL with it took 0.4 context switches a request, and the service served 4-5 % fewer
-    requests per second than with `ACCESS_LOG=false`, against 1-2 % written by the loop (README).
+    Handing every line to the thread instead cost 0.4 context switches a
+    request, waking it and trading the GIL with it, and some Python per line; the loop's batch costs
+    neither. The time an access line costs is in the README, measured.
 
     At most `capacity` lines wait, in each queue; past that they are dropped, and a line says how
     many once stderr takes lines again. Records with a traceback go through `tracebacks`, which lets
@@ -177,13 +177,23 @@ class LogWriter:
             self._dropped += 1
             return
         batch.append(item)
-        if type(item) is not AccessLine:
+        if type(item) is AccessLine:
+            # The loop is asked only for a batch's first line: on Python 3.11 asking is a getpid()
+            # system call. A record asks every time (below); an access line after a loop that
+            # closed with a batch pending waits for the next record or flush (the app's shutdown,
+            # each test) instead of having a batch of its own.
+            if len(batch) == 1:
+                self._arm(asyncio.get_running_loop())
+        else:
             self._batch_plain = False
-        # Compared, not only set: a loop that closed with the batch's timer pending never ran it.
-        loop = asyncio.get_running_loop()
-        if self._batch_loop is not loop:
-            self._batch_loop = loop
-            loop.call_later(BATCH_SECONDS, self._write_batch)
+            # Compared, not only set: a loop that closed with the batch's timer pending never ran it.
+            loop = asyncio.get_running_loop()
+            if self._batch_loop is not loop:
+                self._arm(loop)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._batch_loop = loop
+        loop.call_later(BATCH_SECONDS, self._write_batch)
 
     def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
         """Wait until every line queued so far is written; False if that took over `timeout` seconds."""
@@ -204,6 +214,8 @@ class LogWriter:
         # On the event loop, BATCH_SECONDS after the batch's first line.
         plain = self._batch_plain
         items = self._take_batch()
+        if not items:  # taken by a flush meanwhile
+            return
         if self._pending or not self._writing.acquire(blocking=False):
             self._to_thread(items)  # the thread has lines queued before these, or is writing them
             return
