@@ -68,7 +68,7 @@ def pytest_runtest_teardown(item):
 
 
 def _logs_written_while_captured():
-    # The log writer's thread writes a few milliseconds late: wait for it inside each test phase, while
+    # The log writer writes a few milliseconds late: wait for it inside each test phase, while
     # pytest captures stderr, so that lines do not land among its report lines.
     try:
         return (yield)

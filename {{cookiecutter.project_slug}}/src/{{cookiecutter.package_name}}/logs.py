@@ -121,9 +121,9 @@ class LogWriter:
     to a thread of the writer's own (`add`): lines from other threads or from no loop, and a batch
     that stderr would make the loop wait for, or that would pass lines still queued for the thread.
 
-    Handing every line to the thread instead cost 0.4 context switches a
-    request, waking it and trading the GIL with it, and some Python per line; the loop's batch costs
-    neither. The time an access line costs is in the README, measured.
+    Handing every line to the thread instead cost 0.4 context switches a request, waking it and
+    trading the GIL with it, and some Python per line; the loop's batch costs neither. What an
+    access line costs, measured, is in the README.
 
     At most `capacity` lines wait, in each queue; past that they are dropped, and a line says how
     many once stderr takes lines again. Records with a traceback go through `tracebacks`, which lets
