@@ -227,10 +227,10 @@ class LogWriter:
             self.add(rest)  # stderr was full: what it did not take waits in the thread's queue
 
     def _to_thread(self, items: list) -> None:
-        room = max(0, self.capacity - len(self._pending))
-        self._dropped += max(0, len(items) - room)
-        if items[:room]:
-            self._pending.extend(items[:room])
+        kept = items[: max(0, self.capacity - len(self._pending))]
+        self._dropped += len(items) - len(kept)
+        if kept:
+            self._pending.extend(kept)
             self._wake_up()
 
     def _wake_up(self) -> None:
