@@ -84,6 +84,61 @@ async def test_transaction_commits_or_rolls_back_as_a_whole(db, conn):
     assert await conn.fetchval("SELECT array_agg(email) FROM users") == ["kept@example.com"]
 
 
+@pytest.fixture
+async def one(migrated) -> AsyncIterator[Postgres]:
+    """The plugin with a pool of one connection, so that every query borrows the same one."""
+    async with running(Postgres(migrated, min_size=1, max_size=1)) as db:
+        yield db
+
+
+async def last_query(conn: asyncpg.Connection, pid: int) -> tuple[str, str]:
+    """What server process `pid` ran last, and its state, as the server sees them."""
+    row = await conn.fetchrow("SELECT query, state FROM pg_stat_activity WHERE pid = $1", pid)
+    return row["query"], row["state"]
+
+
+async def test_a_connection_goes_back_to_the_pool_without_a_reset_after_a_plain_query(one, conn):
+    pid = await one.fetchval("SELECT pg_backend_pid()")
+    assert await one.fetchval("SELECT $1::int + 1", 41) == 42
+    # No round trip for asyncpg's reset query: the last thing the server ran is the query itself.
+    assert await last_query(conn, pid) == ("SELECT $1::int + 1", "idle")
+
+
+@pytest.mark.parametrize(
+    ("change", "check", "fresh"),
+    [
+        ("SET search_path = nowhere", "SHOW search_path", '"$user", public'),
+        ("SELECT set_config('search_path', 'nowhere', false)", "SHOW search_path", '"$user", public'),
+        ("UPDATE users SET name = name", "SHOW search_path", '"$user", public'),
+    ],
+)
+async def test_a_statement_that_may_change_the_session_is_reset_before_the_next_query(one, conn, change, check, fresh):
+    pid = await one.fetchval("SELECT pg_backend_pid()")
+    await one.execute(change)
+    assert (await last_query(conn, pid))[0].endswith("RESET ALL;")
+    assert await one.fetchval(check) == fresh
+
+
+async def test_a_session_advisory_lock_is_released_when_its_connection_goes_back(one, conn):
+    assert await one.fetchval("SELECT pg_advisory_lock(4242) IS NOT NULL")
+    assert await conn.fetchval("SELECT pg_try_advisory_lock(4242)")
+    await conn.execute("SELECT pg_advisory_unlock(4242)")
+
+
+async def test_a_connection_block_is_reset_whatever_it_ran(one):
+    async with one.connection() as queries:
+        await queries.fetchval("SELECT set_config('application_name', 'block', false)")
+        assert await queries.fetchval("SHOW application_name") == "block"
+    assert await one.fetchval("SHOW application_name") != "block"
+
+
+async def test_a_transaction_left_open_by_a_plain_statement_is_rolled_back(one, conn, caplog):
+    pid = await one.fetchval("SELECT pg_backend_pid()")
+    await one.execute("BEGIN")
+    assert await last_query(conn, pid) == ("ROLLBACK", "idle")
+    assert "active transaction" in caplog.text  # asyncpg says so, through the event loop's error handler
+
+
 async def test_install_puts_the_plugin_on_the_app_and_each_requests_context(migrated):
     app, db = Router(), Postgres(migrated, name="database", min_size=1)
     app.plugin(db)

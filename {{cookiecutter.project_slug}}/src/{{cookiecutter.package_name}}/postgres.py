@@ -3,8 +3,10 @@ and bounded, quiet behaviour when the database goes away."""
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Sequence
 from itertools import starmap
@@ -59,6 +61,47 @@ WATCH_INTERVAL = 0.5  # seconds between probes while an outage is on
 SWEEP_INTERVAL = 1.0  # a reset still running at two sweeps in a row is terminated: 1-2 s
 LOOP_TURNS = 8  # ... unless it ends within this many turns of the event loop (see _terminate_stuck)
 CLOSE_TIMEOUT = 2.0  # seconds shutdown waits for the pool to close before it terminates the connections
+
+
+# What a statement may leave on its session past its transaction, which the reset query undoes (RESET ALL,
+# UNLISTEN *, CLOSE ALL, pg_advisory_unlock_all()): a setting (SET, set_config), a LISTEN, a cursor held open
+# (DECLARE), a session's advisory lock, or whatever DO or CALL runs. A word test, not a parser: it errs towards a
+# reset (an UPDATE's SET gets one), and a function of yours that sets session state unseen needs db.connection().
+SESSION_WORDS = re.compile(r"\b(?:set|set_config|listen|declare|do|call|\w*advisory\w*)\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1024)  # queries are mostly constants: each is read once
+def changes_session(query: str) -> bool:
+    """Whether `query` may change its session beyond its transaction (SESSION_WORDS)."""
+    return SESSION_WORDS.search(query) is not None
+
+
+class Connection(asyncpg.Connection):
+    """asyncpg's connection, given back to the pool without the reset query's round trip unless its
+    session may have changed: a query that changes_session(), or a `connection()` block.
+
+    asyncpg resets every connection given back: it rolls back a transaction left open (no round trip
+    when there is none), then sends the reset query. For the one statement of a fetch(), which
+    leaves nothing on the session, that round trip was 14 % of a request's time (bench/README.md).
+    psycopg's pool and SQLAlchemy's do no such reset either, and PgBouncer in transaction mode keeps
+    no session state across transactions in any case.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.session_changed = False
+
+    def change_session(self) -> None:
+        """Reset this connection before it goes back to the pool (the pool hands out proxies, which
+        pass method calls on but take no attributes)."""
+        self.session_changed = True
+
+    def get_reset_query(self) -> str:
+        # asyncpg's Connection.reset(), on release, runs what this returns, when it is not empty.
+        if not self.session_changed:
+            return ""
+        self.session_changed = False
+        return super().get_reset_query()
 
 
 # Where the plugin puts itself on each request's context: `ctx.peek(DB)` (typed), or `ctx.{{ cookiecutter.context_name }}`.
@@ -159,9 +202,12 @@ class Postgres(_Querying):
     """The plugin: `app.plugin(Postgres(dsn))` opens a pool at startup, closes it at shutdown, and
     puts itself on the app (`app.peek(name)`) and on every request's context (`ctx.<name>`).
 
-    Each query method borrows a connection for that query alone; `transaction()` holds one for a
-    block. When the database cannot be reached they raise DatabaseUnavailable (a 503), and
-    DatabaseReadOnly (a 503 too) for a write the server refuses as read-only.
+    Each query method borrows a connection for that query alone; `connection()` and `transaction()`
+    hold one for a block. A connection goes back to the pool without a reset unless its session may
+    have changed (Connection): run a statement that sets session state in such a block.
+
+    When the database cannot be reached they raise DatabaseUnavailable (a 503), and DatabaseReadOnly
+    (a 503 too) for a write the server refuses as read-only.
 
     For health checks and metrics: `available` is False from the first sign of an outage until the
     database answers again, `outages` counts the outages begun, `waiting` the requests waiting for a
@@ -190,6 +236,7 @@ class Postgres(_Querying):
             "timeout": connect_timeout,
             "statement_cache_size": statement_cache_size,
             "init": self._init_connection,
+            "connection_class": Connection,
         }
         self._connect_timeout = connect_timeout
         self._acquire_timeout = acquire_timeout
@@ -290,6 +337,8 @@ class Postgres(_Querying):
         """Borrow one connection for several statements, outside a transaction."""
         try:
             conn = await self._acquire()
+            # Several statements of yours: the connection is reset before it goes back.
+            conn.change_session()
             try:
                 yield Queries(conn, self._query_timeout)
             except _ADRIFT:
@@ -398,6 +447,8 @@ class Postgres(_Querying):
         try:
             conn = await self._acquire()
             try:
+                if changes_session(query):
+                    conn.change_session()
                 return await getattr(conn, method)(query, *args, timeout=self._query_timeout, **options)
             except _ADRIFT:
                 self._drop(conn)
