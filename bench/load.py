@@ -2,6 +2,7 @@
 
 import json
 import os
+import statistics
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,3 +86,8 @@ def write_script(directory: Path, authorization: str | None = None) -> Path:
     header = f'wrk.headers["Authorization"] = "{authorization}"\n' if authorization else ""
     path.write_text(header + REPORT_LUA)
     return path
+
+
+def spread(values: list[float]) -> dict:
+    """Median, min and max, to 3 decimals."""
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}

@@ -104,6 +104,8 @@ def markdown(results: dict) -> str:
         "",
         *paired_table(results),
         "",
+        *defaults_table(results),
+        "",
         *instructions_table(results),
         "",
         *sign_in_lines(results),
@@ -187,7 +189,7 @@ def sign_in_lines(results: dict) -> list[str]:
 
 
 def paired_table(results: dict) -> list[str]:
-    paired, labels = results["paired"], {**results["contenders"], **results.get("switches", {})}
+    paired, labels = results["paired"], results["contenders"]
     seconds = results["config"]["seconds_per_run"]
     out = [
         f"## Paired: the baked service against each, GET {results['config']['endpoints'][paired['endpoint']]} at "
@@ -202,6 +204,36 @@ def paired_table(results: dict) -> list[str]:
     ]
     for name, ratio_ in paired["ratios"].items():
         out.append(f"| {labels[name]} | {fmt(ratio_['rps'], 2)} | {fmt(ratio_['cpu'], 2)} |")
+    return out
+
+
+def defaults_table(results: dict) -> list[str]:
+    defaults, seconds = results["defaults"], results["config"]["seconds_per_run"]
+    endpoint, connections = headline(results)
+    rounds = next(iter(defaults.values()))["rounds"]
+    out = [
+        "## What each default costs, priced in one process",
+        "",
+        f"The baked service as shipped, GET {results['config']['endpoints'][endpoint]} at {connections} connections; "
+        "a signal turns one default off and on again in the same process (bench/defaults.py), and each of "
+        f"{rounds} rounds times it for {seconds:g} s with the default and {seconds:g} s without, in alternating "
+        "order. Its share of a request: 1 - with/without in requests per second, and in CPU per request; median, "
+        "with min-max.",
+        "",
+        "Its instructions: callgrind's count for the service as shipped less the same with the default off "
+        "(`ACCESS_LOG=false`, `METRICS=false`), as in the instruction table below.",
+        "",
+        "| default | share of requests/s | share of CPU per request | CPU \u00b5s per request | instructions |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    names = {"access_log": "the JSON access line (`ACCESS_LOG`)", "metrics": "counting for /metrics (`METRICS`)"}
+    for name, default in defaults.items():
+        rps, cpu, us = default["rps_share"], default["cpu_share"], default["cpu_us"]
+        out.append(
+            f"| {names.get(name, name)} | {rps['median']:.1%} ({rps['min']:.1%} to {rps['max']:.1%}) | "
+            f"{cpu['median']:.1%} ({cpu['min']:.1%} to {cpu['max']:.1%}) | {fmt(us, 1)} | "
+            f"{default['instructions']:,} ({default['instruction_share']:.1%}) |"
+        )
     return out
 
 

@@ -21,7 +21,6 @@ import os
 import platform
 import secrets
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 
 import prepare
+from load import spread
 
 SERVER_CORE, LOAD_CORE = 1, 0
 POOL_SIZE = 10
@@ -126,15 +126,17 @@ def main() -> int:
                         flush=True,
                     )
 
-    switches = contenders.DEFAULT_SWITCHES if contenders.BAKED in chosen else []
     paired = paired_headline(
-        chosen + switches,
+        chosen,
         dsn,
         scratch,
         wrk_path,
         script,
         rounds=1 if args.smoke else args.paired_rounds,
         duration=duration,
+    )
+    defaults_ = price_defaults(
+        dsn, scratch, wrk_path, script, rounds=2 if args.smoke else args.paired_rounds, duration=duration
     )
     agreement = agree(bodies, contenders.BAKED.name)
     cold = cold_start(
@@ -153,6 +155,21 @@ def main() -> int:
         INSTRUCTION_REQUESTS_SMOKE if args.smoke else INSTRUCTION_REQUESTS,
         scratch,
     )
+    # Each default's instructions: the service as shipped against itself with that default off.
+    headline_path = {HEADLINE[0]: ENDPOINTS[HEADLINE[0]]}
+    without = instructions.measure(
+        valgrind,
+        list(contenders.DEFAULT_OFF.values()),
+        lambda contender: {**os.environ, **contender.env(dsn, POOL_SIZE)},
+        headline_path,
+        HEADLINE[1],
+        INSTRUCTION_REQUESTS_SMOKE if args.smoke else INSTRUCTION_REQUESTS,
+        scratch,
+    )["endpoints"][HEADLINE[0]]["per_request"]
+    shipped = counted["endpoints"][HEADLINE[0]]["per_request"][contenders.BAKED.name]
+    for name, contender in contenders.DEFAULT_OFF.items():
+        defaults_[name]["instructions"] = shipped - without[contender.name]
+        defaults_[name]["instruction_share"] = round((shipped - without[contender.name]) / shipped, 4)
     sign_in = signin.measure(
         valgrind,
         {**os.environ, **contenders.BAKED.env(dsn, POOL_SIZE)},
@@ -184,17 +201,19 @@ def main() -> int:
             "headline": {"endpoint": HEADLINE[0], "connections": HEADLINE[1]},
         },
         "contenders": {c.name: c.label for c in chosen},
-        "switches": {c.name: c.label for c in switches},  # in the paired headline only
         "agreement": {"identical": not agreement, "mismatches": agreement, "sha256": answers},
         "runs": runs,
         "summary": summary,
         "ratios": ratios(summary, contenders),
         "paired": paired,
+        "defaults": defaults_,
         "cold_start_seconds": cold,
         "micro_bind_ms": micro,
         "instructions": counted,
         "sign_in": sign_in,
-        "errors": sum(run["errors"] for run in runs) + sum(run["errors"] for run in paired["runs"]),
+        "errors": sum(run["errors"] for run in runs)
+        + sum(run["errors"] for run in paired["runs"])
+        + sum(run["errors"] for default in defaults_.values() for run in default["runs"]),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -271,6 +290,31 @@ def paired_headline(chosen, dsn: str, scratch: Path, wrk_path: str, script: Path
     return {"endpoint": endpoint, "connections": connections, "rounds": rounds, "runs": runs, "ratios": ratios_}
 
 
+def price_defaults(dsn: str, scratch: Path, wrk_path: str, script: Path, rounds: int, duration: int) -> dict:
+    """The access line's and /metrics' share of a request in the headline cell, each turned off and on in one
+    process of the service as shipped (defaults.py)."""
+    import contenders
+    import defaults
+    import load
+
+    endpoint, connections = HEADLINE
+    toggled = contenders.BAKED_TOGGLED
+    with start_server(toggled, {**os.environ, **toggled.env(dsn, POOL_SIZE)}, scratch) as server:
+        server.wait_ready(ENDPOINTS[endpoint])
+        load.wrk(wrk_path, server.url(ENDPOINTS[endpoint]), connections, 1, LOAD_CORE, script)
+        priced = defaults.measure(
+            server, wrk_path, server.url(ENDPOINTS[endpoint]), connections, LOAD_CORE, script, rounds, duration
+        )
+    print("defaults priced in one process (share of a request, rps and CPU): ", end="")
+    print(
+        ", ".join(
+            f"{name} {d['rps_share']['median']:.1%} {d['cpu_share']['median']:.1%}" for name, d in priced.items()
+        ),
+        flush=True,
+    )
+    return priced
+
+
 def start_server(contender, env: dict, scratch: Path):
     from servers import Server
 
@@ -325,10 +369,6 @@ def cold_start(contender, env: dict, scratch: Path, times: int) -> dict:
         with start_server(contender, env, scratch) as server:
             seconds.append(round(server.wait_ready("/health"), 3))
     return {"path": "/health", "contender": contender.name, **spread(seconds), "each": seconds}
-
-
-def spread(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
 
 
 def summarize(runs: list[dict]) -> list[dict]:

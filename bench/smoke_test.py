@@ -33,9 +33,16 @@ def test_bench_smoke_runs_and_contenders_agree(tmp_path):
     assert len(set(results["contenders"])) == 6  # the baked service as shipped and with its defaults off, and four
     assert {run["contender"] for run in results["runs"]} == set(results["contenders"])
     assert all(run["requests"] > 0 and run["errors"] == 0 for run in results["runs"]), results["runs"]
-    # ...and, paired only, the baked service with each of its defaults off in turn.
-    assert set(results["paired"]["ratios"]) == set(results["contenders"]) - {"baked"} | set(results["switches"])
+    assert set(results["paired"]["ratios"]) == set(results["contenders"]) - {"baked"}
     assert all(run["errors"] == 0 for run in results["paired"]["runs"]), results["paired"]["runs"]
+    # Each default priced in one process: timed with it and without it (turned off by a signal) in every round.
+    assert set(results["defaults"]) == {"access_log", "metrics"}
+    for default in results["defaults"].values():
+        assert {run["on"] for run in default["runs"]} == {True, False}, default["runs"]
+        assert all(run["requests"] > 0 and run["errors"] == 0 for run in default["runs"]), default["runs"]
+        # ...and really off: nothing recorded of the requests timed without it, every one of those timed with it.
+        assert all(run["counted"] >= run["requests"] if run["on"] else run["counted"] == 0 for run in default["runs"])
+        assert "instructions" in default and "instruction_share" in default
     counted = results["instructions"]["endpoints"]["limit=20"]["per_request"]
     assert set(counted) == set(results["contenders"]) and all(n > 0 for n in counted.values()), counted
     # What the sign-in check costs is counted (smoke's few requests make the difference itself noise).
