@@ -128,7 +128,7 @@ def connections_to(pid: int, port: int) -> int:
 
 
 # A TCP payload that starts with "Q", a simple-protocol query: of what the service sends, only the pool's reset of
-# a connection given back (asyncpg's queries, and the plugin's probes, use the extended protocol).
+# a connection given back, when it gets one (asyncpg's queries, and the plugin's probes, use the extended protocol).
 SIMPLE_QUERY = ("@ih,0,8", "0x51")
 
 
@@ -467,7 +467,8 @@ async def test_a_reset_that_gets_no_answer_is_cut_off_and_its_request_keeps_its_
     await asyncio.to_thread(seed, svc.url, 10)
     admin = await asyncio.to_thread(admin_headers, default_project, app_database.url, svc.url)
     # The connection answers queries, but each reset as a connection goes back to the pool vanishes: what a
-    # network going silent between a query and its reset does, without a timer per request to notice it.
+    # network going silent between a query and its reset does, without a timer per request to notice it. Of
+    # the mixed traffic, the renames are reset (their UPDATE ... SET may, by its words, change the session).
     with silence.on(server.port, *SIMPLE_QUERY):
         # Three clients on a pool of four: sign-in's once-a-second read of revocations takes the fourth, so no
         # request waits for a connection and what holds one up is its reset alone.

@@ -396,8 +396,8 @@ class Postgres(_Querying):
         self._expiry = None
 
     async def _release(self, conn: asyncpg.Connection) -> None:
-        # The pool resets the connection here (one round trip). No timer per request bounds it, which
-        # would cost 1.4% of a request: _sweep terminates a reset that takes over a second.
+        # The pool resets the connection here when it must (Connection: a round trip). No timer per request
+        # bounds it, which would cost 1.4% of a request: _sweep terminates a reset that takes over a second.
         resetting = self._resetting
         resetting.add(conn)
         try:
