@@ -136,7 +136,7 @@ def main() -> int:
         duration=duration,
     )
     defaults_ = price_defaults(
-        dsn, scratch, wrk_path, script, rounds=2 if args.smoke else args.paired_rounds, duration=duration
+        dsn, scratch, wrk_path, script, rounds=1 if args.smoke else args.paired_rounds, duration=duration
     )
     agreement = agree(bodies, contenders.BAKED.name)
     cold = cold_start(
