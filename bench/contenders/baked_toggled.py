@@ -3,6 +3,7 @@ signal turns off, and the same signal on again, in the running process, so that 
 the same process without it (defaults.py): two processes of the same code differ by up to 5 % on this VM."""
 
 import signal
+from collections.abc import Callable
 
 from heaven.constants import DEFAULT
 from heaven_service.app import app
@@ -13,7 +14,7 @@ observers = app.subdomains[DEFAULT].observers  # what the App calls once each re
 shipped = list(observers)
 
 
-def toggle(default) -> None:
+def toggle(default) -> Callable:
     def handler(signum, frame) -> None:
         if len(observers) == len(shipped):
             observers[:] = [o for o in shipped if o is not default and getattr(o, "__func__", None) is not default]
