@@ -156,20 +156,19 @@ def main() -> int:
         scratch,
     )
     # Each default's instructions: the service as shipped against itself with that default off.
-    headline_path = {HEADLINE[0]: ENDPOINTS[HEADLINE[0]]}
     without = instructions.measure(
         valgrind,
         list(contenders.DEFAULT_OFF.values()),
         lambda contender: {**os.environ, **contender.env(dsn, POOL_SIZE)},
-        headline_path,
+        {HEADLINE[0]: ENDPOINTS[HEADLINE[0]]},
         HEADLINE[1],
         INSTRUCTION_REQUESTS_SMOKE if args.smoke else INSTRUCTION_REQUESTS,
         scratch,
     )["endpoints"][HEADLINE[0]]["per_request"]
     shipped = counted["endpoints"][HEADLINE[0]]["per_request"][contenders.BAKED.name]
     for name, contender in contenders.DEFAULT_OFF.items():
-        defaults_[name]["instructions"] = shipped - without[contender.name]
-        defaults_[name]["instruction_share"] = round((shipped - without[contender.name]) / shipped, 4)
+        cost = shipped - without[contender.name]
+        defaults_[name].update(instructions=cost, instruction_share=round(cost / shipped, 4))
     sign_in = signin.measure(
         valgrind,
         {**os.environ, **contenders.BAKED.env(dsn, POOL_SIZE)},

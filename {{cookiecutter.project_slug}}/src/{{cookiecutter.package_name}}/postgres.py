@@ -87,9 +87,7 @@ class Connection(asyncpg.Connection):
     no session state across transactions in any case.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.session_changed = False
+    session_changed = False
 
     def change_session(self) -> None:
         """Reset this connection before it goes back to the pool (the pool hands out proxies, which
