@@ -1,6 +1,6 @@
 """The baked project's own tests pass: against the suite's Postgres, and on its locked versions in a fresh venv.
 
-The default bake's suite against a given database (TEST_DATABASE_URL) runs in test_guide.py, with the README's
+The default bake's suite against a given database (TEST_DATABASE_URL) runs in test_readme.py, with the README's
 example resource added: every test of the bake, and the guide's.
 """
 
