@@ -182,6 +182,9 @@ class Session:
 
     def serve(self, block: Block, timeout: float = 120) -> None:
         url = block.marks["server"]
+        with contextlib.suppress(httpx.TransportError):
+            httpx.get(url, timeout=1)
+            raise AssertionError(f"{block.where}: something already answers at {url}; the walk needs its port")
         log = self.state / f"server-{block.line}.log"
         with log.open("w") as out:
             process = subprocess.Popen(
@@ -421,10 +424,15 @@ def test_both_readmes_run_as_written(short_tmp, new_database, figures):
     test_file = next(path for kind, path in (b.guide for b in baked if b.guide) if path.startswith("tests/"))
     assert re.search(rf"^PASSED {re.escape(test_file)}::", pytest_output, re.M), pytest_output[-3000:]
     assert "first" in seconds, "no block of the baked README asked for /users/me"
+    for block in template_blocks + baked:
+        if block.where in seconds:
+            print(f"{seconds[block.where]:6.1f} s  {block.where}: {block.text.splitlines()[0][:80]}")
     (install,) = [seconds[b.where] for b in baked if not b.marks and re.search(r"^make install", b.text, re.M)]
+    (tests,) = [seconds[b.where] for b in baked if not b.marks and re.search(r"^pytest\b", b.text, re.M)]
     figures(
         f"README walk: cookiecutter to the first signed-in 200 in {seconds['first']:.1f} s by the READMEs' blocks "
-        f"(make install into a fresh venv {install:.1f} s of it); the whole walk {time.monotonic() - started:.1f} s"
+        f"(make install into a fresh venv {install:.1f} s of it); the whole walk {time.monotonic() - started:.1f} s, "
+        f"the baked suite and ruff {tests:.1f} s of it"
     )
 
 
