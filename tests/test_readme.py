@@ -51,7 +51,8 @@ MARKS = {"server", "types", "alternative", "docker", "kubernetes", "ci", "tested
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
 COMMENT = re.compile(r"^[ \t]*<!-- (?P<kind>readme|guide-file|guide-edit): ?(?P<arg>.*?) -->[ \t]*$")
 ROUTE = re.compile(r"""app\.(GET|POST|PUT|PATCH|DELETE)\(\s*["']([^"']+)["']""")
-# What the walk needs of this machine beyond the suite's Python: the README's own tools.
+UNRUN = {"docker", "kubernetes", "ci", "tested-by"}  # marks of blocks checked, not run
+# curl reads it from CURL_HOME: an answer of 400 or more fails the command, its body still shown.
 CURLRC = "fail-with-body\nshow-error\n"
 
 
@@ -314,13 +315,12 @@ def short_tmp() -> Iterator[Path]:
 
 
 def test_both_readmes_run_as_written(short_tmp, new_database, figures):
-    tmp_path = short_tmp
     template_blocks = blocks((TEMPLATE / "README.md").read_text(), "README.md")
     check_marks(template_blocks)
-    home = tmp_path / "home"
+    home = short_tmp / "home"
     (home / "curl").mkdir(parents=True)
     (home / "curl" / ".curlrc").write_text(CURLRC)
-    where = tmp_path / "newcomer"
+    where = short_tmp / "newcomer"
     where.mkdir()
     environ = {
         k: v
@@ -332,7 +332,7 @@ def test_both_readmes_run_as_written(short_tmp, new_database, figures):
         PATH=os.pathsep.join([str(Path(sys.executable).parent), environ["PATH"]]),  # this suite's Python first
         CURL_HOME=str(home / "curl"),
         COOKIECUTTER_CONFIG=str(home / "cookiecutter.yaml"),
-        TMPDIR=str(tmp_path),  # cookiecutter leaves a copy of each hook there
+        TMPDIR=str(short_tmp),  # cookiecutter leaves a copy of each hook there
         GIT_CONFIG_NOSYSTEM="1",
         GIT_AUTHOR_NAME="Ada",
         GIT_AUTHOR_EMAIL="ada@example.com",
@@ -341,7 +341,7 @@ def test_both_readmes_run_as_written(short_tmp, new_database, figures):
         # The baked suite's run: the suite's Postgres rather than one more of its own, and each test's outcome.
         TEST_DATABASE_URL=new_database(),
         PYTEST_ADDOPTS="-rA -p no:cacheprovider",
-        PYTEST_DEBUG_TEMPROOT=str(tmp_path),  # as Baked.env() does, and why
+        PYTEST_DEBUG_TEMPROOT=str(short_tmp),  # as Baked.env() does, and why
         PIP_DISABLE_PIP_VERSION_CHECK="1",
     )
     # The README's placeholders made real: its clone of this repository at path/to/heaven-pg, and GitHub's
@@ -358,7 +358,7 @@ def test_both_readmes_run_as_written(short_tmp, new_database, figures):
             }
         )
     )
-    session = Session(tmp_path / "session", where, environ)
+    session = Session(short_tmp / "session", where, environ)
     started = time.monotonic()
     seconds: dict[str, float] = {}  # each block's, by where it is
     outputs: list[tuple[Block, str]] = []
@@ -373,13 +373,13 @@ def test_both_readmes_run_as_written(short_tmp, new_database, figures):
                 apply_guide(block, project, routes)
             elif block.lang not in SHELLS:
                 continue
-            elif {"docker", "kubernetes", "ci", "tested-by"} & set(block.marks):
+            elif UNRUN & set(block.marks):
                 check_unrun(block, project)
             elif "server" in block.marks:
                 session.serve(block)
             elif "alternative" in block.marks:
                 assert previous is not None, f"{block.where}: an alternative to no block"
-                elsewhere = tmp_path / f"alternative-{block.line}"
+                elsewhere = short_tmp / f"alternative-{block.line}"
                 elsewhere.mkdir()
                 session.run(block, cwd=elsewhere)
             else:
@@ -413,7 +413,7 @@ def test_both_readmes_run_as_written(short_tmp, new_database, figures):
     typed = {
         line.split("  #")[0].strip()
         for block in template_blocks + baked
-        if block.lang in SHELLS and not {"docker", "kubernetes", "ci", "tested-by"} & set(block.marks)
+        if block.lang in SHELLS and not UNRUN & set(block.marks)
         for line in block.text.splitlines()
     }
     assert steps and not set(steps) - typed, f"the bake prints steps no README block gives: {set(steps) - typed}"
