@@ -4,6 +4,7 @@ import json
 import os
 import secrets
 import subprocess
+import tempfile
 from pathlib import Path
 
 ANSWERS = json.loads(
@@ -15,12 +16,13 @@ ANSWERS = json.loads(
 """.strip()
 )
 # Where the template was read from. cookiecutter 2.7 names its folder (`_repo_dir`); cruft, which
-# writes .cruft.json itself, does not.
+# writes .cruft.json itself, does not, and names the commit it renders (`_commit`) instead.
 SOURCE = json.loads(
     r"""
 {{ {
     "template": cookiecutter.get("_template"),
     "repo_dir": cookiecutter.get("_repo_dir"),
+    "commit": cookiecutter.get("_commit"),
 } | tojson }}
 """.strip()
 )
@@ -73,15 +75,26 @@ def record_template(project: Path, template: str | None, repo_dir: str | None) -
     return ""
 
 
+def rendered_for_a_patch(project: Path) -> bool:
+    """Whether cruft renders the template to compute a patch (`cruft update`, `cruft diff`) rather than to
+    make a project: it renders into a temporary folder of its own (tempfile's), where nobody reads next steps.
+    `cruft create` renders where it is asked, and names the commit as the others do."""
+    if SOURCE["commit"] is None:
+        return False  # cookiecutter itself
+    made_in = project.resolve().parent
+    return made_in.parent == Path(tempfile.gettempdir()).resolve() and made_in.name.startswith("tmp")
+
+
 if __name__ == "__main__":
     write_env(Path.cwd())
     note = record_template(Path.cwd(), SOURCE["template"], SOURCE["repo_dir"])
-    print(
-        f"\nBaked {ANSWERS['project_slug']}. Next:\n"
-        f"  cd {ANSWERS['project_slug']}\n"
-        "  python -m venv .venv && . .venv/bin/activate && make install\n"
-        "  pytest                                       # the tests, no Docker needed\n"
-        f"  docker compose up -d db && python -m {ANSWERS['package_name']}.migrate"
-        f" && uvicorn {ANSWERS['package_name']}.app:app\n"
-        f"{note}"
-    )
+    if not rendered_for_a_patch(Path.cwd()):
+        # The baked README's first steps, word for word (the template's tests check it).
+        print(
+            f"\nBaked {ANSWERS['project_slug']}. Next, as its README.md says (no Docker needed):\n"
+            f"  cd {ANSWERS['project_slug']}\n"
+            "  python -m venv .venv && . .venv/bin/activate\n"
+            "  make install\n"
+            f"  python -m {ANSWERS['package_name']}.dev\n"
+            f"{note}"
+        )
