@@ -182,14 +182,33 @@ class HTTPProtocol(HttpToolsProtocol):
         return self.client[0] if self.client else None
 
 
+def fit_file_limit(limits: Limits) -> None:
+    """Let the process open the connections `limits` allow: each is a file descriptor, and containers often
+    start with a soft limit of 1024, where a flood would end in accept() failing, unlogged, for everyone."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # The pool's connections, log and listening sockets, the files Python opens: a few dozen; 256 to spare.
+    wanted = limits.http_max_connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        if raised < wanted:
+            log.warning("open files are limited to %d: lower HTTP_MAX_CONNECTIONS to %d or less", hard, hard - 256)
+
+
 # What `uvicorn --http <package>.server:HTTPProtocol` serves under: read as it is imported, as app.py reads
 # the settings.
 HTTPProtocol.limits = Limits.from_env()
+fit_file_limit(HTTPProtocol.limits)
 
 
 def options(limits: Limits | None = None) -> dict[str, Any]:
     """uvicorn.Config's (or uvicorn.run's) keyword arguments for serving under `limits`, by default the
     environment's. Those are named by import path, which a server that reloads can pass to its workers."""
+    fit_file_limit(limits or HTTPProtocol.limits)
     return {
         "http": f"{__name__}:HTTPProtocol" if limits is None else HTTPProtocol.with_limits(limits),
         "timeout_keep_alive": (limits or HTTPProtocol.limits).http_keep_alive_timeout,
