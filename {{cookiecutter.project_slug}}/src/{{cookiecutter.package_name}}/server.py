@@ -81,6 +81,9 @@ class HTTPProtocol(HttpToolsProtocol):
     Each refusal is logged with the client's address; refused connections as a count, once a second at most.
     """
 
+    # Slots, not instance attributes: uvicorn's protocol has so many that two more would turn its instances'
+    # attributes into a plain dict, and every attribute uvicorn reads on each request would cost more.
+    __slots__ = ("_deadline", "_header_bytes")
     limits: ClassVar[Limits]  # below, from the environment
     _refused: ClassVar[int] = 0  # connections refused since the last line saying so
     _refused_logged: ClassVar[float] = 0.0
@@ -93,9 +96,9 @@ class HTTPProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timeout_keep_alive = self.limits.http_keep_alive_timeout
-        self._reading = None  # "headers" or "body" while a request is read, else None
-        self._header_bytes = 0
-        self._deadline: asyncio.TimerHandle | None = None  # the timer of the part being read
+        # The timer of the part being read, and which: (handle, the request's scope, "headers" or "body").
+        self._deadline: tuple[asyncio.TimerHandle, dict, str] | None = None
+        self._header_bytes: tuple[dict | None, int] = (None, 0)  # the request's scope, and its bytes so far
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -109,52 +112,60 @@ class HTTPProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def handle_websocket_upgrade(self) -> None:
+        self._disarm()  # the websocket protocol takes the connection over, with timeouts of its own
+        super().handle_websocket_upgrade()
+
+    # The one method of ours on every request, and no other: the parser's callbacks stay uvicorn's. What
+    # is pending is read off uvicorn's state after each read, and a request that arrives whole in one
+    # read (most do) costs this test and no timer.
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        # After parsing, so that a request that arrives in one read (most do) costs no timer at all.
-        if self._reading is None:
+        HttpToolsProtocol.data_received(self, data)  # not super(): a few hundred instructions a request less
+        scope = self.scope
+        if scope is not None and "method" in scope and (self.cycle is None or not self.cycle.more_body):
+            return  # the usual case, whole requests: every line from here on would be paid by each
+        part = self._pending()
+        if part is None:
             return
-        if self._deadline is None:
-            seconds = self.limits.http_header_timeout if self._reading == "headers" else self.limits.http_body_timeout
-            self._deadline = self.loop.call_later(seconds, self._timed_out, self._reading, seconds)
-        if self._reading == "headers":
-            # Counted after parsing too: a read that ends the headers may carry the body, which must not
-            # count. httptools keeps an unfinished header however long it grows: memory is bound here.
-            self._header_bytes += len(data)
-            if self._header_bytes > self.limits.http_max_header_bytes:
+        deadline = self._deadline
+        if deadline is None or deadline[1] is not scope or deadline[2] != part:
+            self._disarm()
+            seconds = self.limits.http_header_timeout if part == "headers" else self.limits.http_body_timeout
+            self._deadline = (self.loop.call_later(seconds, self._timed_out, scope, part, seconds), scope, part)
+        if part == "headers":
+            # Counted after parsing: a read that ends the headers may carry the body, which must not count.
+            # httptools keeps an unfinished header however long it grows: its memory is bound here.
+            counted, total = self._header_bytes
+            total = (total if counted is scope else 0) + len(data)
+            self._header_bytes = (scope, total)
+            if total > self.limits.http_max_header_bytes:
                 detail = f"the request line and headers exceed {self.limits.http_max_header_bytes} bytes"
                 self._refuse(b"431 Request Header Fields Too Large", "header_too_large", detail)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._reading, self._header_bytes = "headers", 0
-
-    def on_headers_complete(self) -> None:
-        self._reading = "body"
-        self._disarm()
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self._reading = None
-        self._disarm()
-        super().on_message_complete()
-
-    def handle_websocket_upgrade(self) -> None:
-        self._reading = None  # the websocket protocol takes the connection over, with timeouts of its own
-        self._disarm()
-        super().handle_websocket_upgrade()
+    def _pending(self) -> str | None:
+        """Which part of a request is still being read: "headers", "body", or None."""
+        scope = self.scope
+        if scope is None or self.transport.is_closing():
+            return None
+        if "method" not in scope:  # uvicorn sets it once the headers are complete
+            return "headers"
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is scope and cycle.more_body:
+            return "body"
+        return None
 
     def _disarm(self) -> None:
         if self._deadline is not None:
-            self._deadline.cancel()
+            self._deadline[0].cancel()
             self._deadline = None
 
-    def _timed_out(self, part: str, seconds: float) -> None:
+    def _timed_out(self, scope: dict, part: str, seconds: float) -> None:
         self._deadline = None
-        self._refuse(b"408 Request Timeout", "request_timeout", f"the request's {part} took longer than {seconds:g} s")
+        if self.scope is scope and self._pending() == part:  # else that part was read in time
+            detail = f"the request's {part} took longer than {seconds:g} s"
+            self._refuse(b"408 Request Timeout", "request_timeout", detail)
 
     def _refuse(self, status: bytes, reason: str, detail: str) -> None:
-        self._reading = None
         if self.transport.is_closing():
             return
         log.warning({"message": "request refused", "reason": reason, "detail": detail, "client": self._host()})
