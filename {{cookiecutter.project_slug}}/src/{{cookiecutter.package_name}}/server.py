@@ -7,10 +7,10 @@ bounds are read from the environment (and .env) as the settings are.
 Why code of our own: uvicorn bounds idle keep-alive (`--timeout-keep-alive`, but not before a
 connection's first request) and, with h11 only, header size; it has no header or body read timeout and no
 connection limit that refuses before a request is read (`--limit-concurrency` answers 503 only once a
-request's headers are complete, so half-sent requests still pile up). The servers that have these
-(Granian, Hypercorn) would replace uvicorn and its httptools parser, and a proxy (nginx, HAProxy) is not
-always in front. So: a subclass of uvicorn's httptools protocol that keeps its parser and hot path, and
-adds two timers and a byte count per request.
+request's headers are complete, so half-sent requests still pile up). Another server would replace uvicorn
+and its httptools parser, and a proxy is not always in front. So: a subclass of uvicorn's httptools
+protocol that keeps its parser and its callbacks, and looks at what is left to read after each read: a
+request that arrives whole (most do) costs one check, and only one that does not gets a timer.
 """
 
 import asyncio
@@ -116,9 +116,7 @@ class HTTPProtocol(HttpToolsProtocol):
         self._disarm()  # the websocket protocol takes the connection over, with timeouts of its own
         super().handle_websocket_upgrade()
 
-    # The one method of ours on every request, and no other: the parser's callbacks stay uvicorn's. What
-    # is pending is read off uvicorn's state after each read, and a request that arrives whole in one
-    # read (most do) costs this test and no timer.
+    # The only method of ours on a request's path: the parser's callbacks stay uvicorn's.
     def data_received(self, data: bytes) -> None:
         HttpToolsProtocol.data_received(self, data)  # not super(): a few hundred instructions a request less
         scope = self.scope
