@@ -53,6 +53,19 @@ def test_the_image_is_multi_stage_non_root_and_healthchecked(default_project):
     assert "--no-access-log" in cmd  # the app logs each request itself, as JSON
 
 
+def test_the_image_serves_with_the_edge_limits_and_believes_no_proxy(default_project):
+    final = final_stage(instructions((default_project.path / "Dockerfile").read_text()))
+    (cmd,) = [json.loads(args) for op, args in final if op == "CMD"]
+    # The limits on headers, bodies, idle and too many connections (server.py); Kubernetes runs this CMD too.
+    assert cmd[cmd.index("--http") + 1] == f"{default_project.package}.server:HTTPProtocol"
+    # Unset, uvicorn would believe X-Forwarded-For from any client on the same host.
+    env = [shlex.split(args) for op, args in final if op == "ENV"]
+    assert ["FORWARDED_ALLOW_IPS="] in env, env
+    services = yaml.safe_load((default_project.path / "docker-compose.yml").read_text())["services"]
+    for name in ("app", "app-pgbouncer"):
+        assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == "${FORWARDED_ALLOW_IPS:-}", name
+
+
 def test_the_image_installs_the_runtime_lock_with_hashes_required(default_project):
     steps = instructions((default_project.path / "Dockerfile").read_text())
     build = steps[: [op for op, _ in steps].index("FROM", 1)]

@@ -25,6 +25,7 @@ from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.migrate import migrate
 from {{ cookiecutter.package_name }}.passwords import Passwords
 from {{ cookiecutter.package_name }}.postgres import Postgres
+from {{ cookiecutter.package_name }}.server import Limits, options
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.users import NewUser
 from {{ cookiecutter.package_name }}.web import App
@@ -196,8 +197,10 @@ async def serve() -> AsyncIterator:
 
     async def serve(database_url: str | None = None, *, app: App | None = None, **overrides) -> str:
         app = app or create_app(settings_for(database_url, **overrides))
+        # The edge's limits and proxy trust (server.py) as the Dockerfile serves them, from the same overrides.
+        edge = options(Limits.from_env(environment(database_url, **overrides), env_file=None))
         # log_config=None: uvicorn keeps the app's logging (JSON lines), as when served from the command line.
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None)
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None, **edge)
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         running.append((server, task))
@@ -287,9 +290,12 @@ class Process:
             self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        environ = {**os.environ, "PYTHONPATH": SOURCE, **environment(database_url, **overrides)}
+        # FORWARDED_ALLOW_IPS and --http as the Dockerfile has them.
+        environ = {**os.environ, "PYTHONPATH": SOURCE, "FORWARDED_ALLOW_IPS": ""}
+        environ.update(environment(database_url, **overrides))
         app = "{{ cookiecutter.package_name }}.app:app"
-        command = [sys.executable, "-m", "uvicorn", app, "--port", str(self.port)]
+        protocol = "{{ cookiecutter.package_name }}.server:HTTPProtocol"
+        command = [sys.executable, "-m", "uvicorn", app, "--port", str(self.port), "--http", protocol]
         with log.open("wb") as output:  # from a folder without a .env
             self.process = subprocess.Popen(command, env=environ, cwd=log.parent, stdout=output, stderr=output)
 

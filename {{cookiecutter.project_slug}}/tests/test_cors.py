@@ -2,7 +2,11 @@
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
+from {{ cookiecutter.package_name }} import logs
+from {{ cookiecutter.package_name }}.auth import public
 from {{ cookiecutter.package_name }}.settings import Settings
 
 APP = "https://app.example.com"
@@ -68,3 +72,24 @@ async def test_any_origin_is_star_and_never_with_credentials(migrated, serve):
 def test_a_value_that_is_not_an_origin_stops_the_app_naming_cors_origins(value):
     with pytest.raises(SystemExit, match="CORS_ORIGINS"):
         Settings.from_env({"CORS_ORIGINS": value}, env_file=None)
+
+
+async def test_a_websocket_from_a_listed_origin_passes_through(new_app, serve, capsys):
+    # A websocket's scope has no method: CORS must let it by, not fail on it.
+    app = new_app(cors_origins=APP)
+
+    async def echo(send, receive, req, ctx):
+        await send(await receive())
+
+    app.SOCKET("/echo", public(echo))
+    url = (await serve(app=app)).replace("http://", "ws://", 1)
+    async with connect(f"{url}/echo", origin=APP, open_timeout=5) as websocket:
+        await websocket.send("hello")
+        assert await websocket.recv() == "hello"
+    # Where no websocket route is, a refusal, not a failure.
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"{url}/health", origin=APP, open_timeout=5):
+            pass
+    assert 400 <= refused.value.response.status_code < 500
+    assert logs.writer.flush()
+    assert "Traceback" not in capsys.readouterr().err

@@ -53,6 +53,9 @@ class CORS:
             origin = _header(scope, b"origin")
             if origin is None or not (self.any or origin in self.origins):
                 return await serve(scope, receive, send)
+            if scope["type"] != "http":
+                # A websocket handshake: browsers apply no CORS to it, and it has no method to read.
+                return await serve(scope, receive, send)
             allowed = [(b"access-control-allow-origin", b"*" if self.any else origin)]
             if not self.any:
                 allowed.append((b"vary", b"Origin"))  # the answer differs by origin: caches must know
