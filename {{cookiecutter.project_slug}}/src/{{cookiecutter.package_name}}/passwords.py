@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import secrets
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,9 +30,6 @@ MAX_THREADS = 4
 # The two lanes of work: checks (a sign-in) go first, and when there are two threads or more, one is kept for them,
 # so that a sign-in waits for no sign-up (or new password), however many there are.
 CHECK, HASH = 0, 1
-# The nice value of each lane's threads, which the threads argon2 starts for its lanes inherit: hashes, which only
-# make sign-ups wait, below the event loop (answering, and refusing the excess) and the checks that sign-ins wait for.
-NICE = (0, 10)
 # Refusals are answered one by one; the log says so once in this many seconds, with how many there were.
 WARN_EVERY = 60.0
 
@@ -84,22 +80,19 @@ class Passwords:
         self._lanes: tuple[collections.deque[asyncio.Future], ...] = (collections.deque(), collections.deque())
         self._seconds = [0.0, 0.0]  # how long a hash of each lane takes these days: a moving average
         self._refused, self._warned_at = 0, -math.inf
-        self._executors: tuple[ThreadPoolExecutor, ...] = ()
+        self._executor: ThreadPoolExecutor | None = None
         self._decoy: str | None = None
 
     async def start(self) -> None:
         """Open the threads, and make the decoy hash an unknown email is checked against."""
-        self._executors = tuple(
-            ThreadPoolExecutor(share, f"argon2-{name}", initializer=_nice, initargs=(nice,))
-            for share, name, nice in zip(self._share, ("check", "hash"), NICE, strict=True)
-        )
+        self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="argon2")
         self._decoy = await self._run(HASH, self._hasher.hash, secrets.token_urlsafe(16))
 
     def stop(self) -> None:
         """Let the hashes under way finish, and close the threads."""
-        for executor in self._executors:
-            executor.shutdown(wait=True)
-        self._executors = ()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     async def hash(self, password: str) -> str:
         """The argon2id hash of `password` (a string that carries its own parameters and salt)."""
@@ -129,12 +122,12 @@ class Passwords:
             return False
 
     async def _run(self, lane: int, function, *args):
-        if not self._executors:
+        if self._executor is None:
             raise RuntimeError("Passwords.start() was not awaited")
         await self._enter(lane)
         try:
-            executor = self._executors[lane]
-            return await asyncio.get_running_loop().run_in_executor(executor, self._timed, lane, function, *args)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._timed, lane, function, *args)
         finally:
             self._leave(lane)
 
@@ -207,12 +200,6 @@ class Passwords:
             )
             self._refused, self._warned_at = 0, now
         return PasswordsBusy(retry_after)
-
-
-def _nice(nice: int) -> None:
-    # On Linux the nice value is each thread's own, and the threads it starts inherit it.
-    if nice and hasattr(os, "setpriority"):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 def hash_threads(
