@@ -4,6 +4,7 @@ first and the excess refused at once; as many threads as the container's limits 
 import asyncio
 import json
 import os
+import statistics
 import time
 from urllib.parse import urlsplit
 
@@ -156,9 +157,11 @@ async def test_a_sign_in_stays_fast_during_a_flood_of_sign_ups_whose_excess_is_r
     answers = await asyncio.gather(*flood)
     refused = [(headers, body, seconds) for code, headers, body, seconds in answers if code == 503]
     created = sum(answer[0] == 201 for answer in answers)
+    times = sorted(seconds for *_, seconds in refused) or [0]
     print(
         f"sign-in {idle * 1000:.0f} ms alone, {signing_in * 1000:.0f} ms during {FLOOD} sign-ups; {created} created,"
-        f" {len(refused)} refused in {max((seconds for *_, seconds in refused), default=0) * 1000:.0f} ms at most"
+        f" {len(refused)} refused in {statistics.median(times) * 1000:.0f} ms (median), {times[-1] * 1000:.0f} ms"
+        " at most"
     )
     # Under a second; on a machine so busy that a sign-in alone takes half of that, no more than two of them.
     assert status == 200 and signing_in < max(1.0, 2 * idle), (status, signing_in, idle)
@@ -167,8 +170,10 @@ async def test_a_sign_in_stays_fast_during_a_flood_of_sign_ups_whose_excess_is_r
     for headers, body, seconds in refused:
         assert body["error"] == "busy"
         assert int(headers["retry-after"]) >= 1
-        # Refused at once, or once it had waited HASH_WAIT: never after a long queue.
+        # Refused once it had waited HASH_WAIT at most: never after a long queue.
         assert seconds < shipped.hash_wait + 1.0, seconds
+    # And most at once: what would wait too long is not made to wait first.
+    assert statistics.median(times) < 0.5, times
 
 
 def test_the_thread_count_follows_the_containers_cpu_quota_and_memory_limit(tmp_path):

@@ -69,7 +69,7 @@ class Passwords:
         threads: int = 0,
         *,
         queue: int = 64,
-        wait: float = 1.0,
+        wait: float = 5.0,
     ) -> None:
         self._hasher = argon2.PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
         self.threads = threads or hash_threads(memory_kib, self._hasher.parallelism)

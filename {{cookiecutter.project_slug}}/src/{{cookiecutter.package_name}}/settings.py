@@ -51,7 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # most HASH_WAIT seconds and HASH_QUEUE to a lane; what would wait longer is answered 503 with Retry-After.
     hash_threads: Size = 0
     hash_queue: Annotated[int, msgspec.Meta(ge=1)] = 64
-    hash_wait: Seconds = 1.0
+    hash_wait: Seconds = 5.0
     # Failed sign-ins allowed per email, and per client address, in each window of seconds.
     sign_in_limit: Annotated[int, msgspec.Meta(ge=1)] = 5
     sign_in_address_limit: Annotated[int, msgspec.Meta(ge=1)] = 50
