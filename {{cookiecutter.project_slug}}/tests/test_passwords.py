@@ -147,7 +147,7 @@ async def test_a_sign_in_stays_fast_during_a_flood_of_sign_ups_whose_excess_is_r
     async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
         await sign_up(http, "owner@example.com")
     owner = {"email": "owner@example.com", "password": PASSWORD}
-    status, _, _, idle = await post(service.url, "/auth/token", owner)  # what a sign-in takes on this machine now
+    status, _, _, before = await post(service.url, "/auth/token", owner)  # what a sign-in takes on this machine now
     assert status == 200
     new = [{"email": f"flood{i}@example.com", "name": "F", "password": PASSWORD} for i in range(FLOOD)]
     flood = [asyncio.create_task(post(service.url, "/users", user)) for user in new]
@@ -155,6 +155,8 @@ async def test_a_sign_in_stays_fast_during_a_flood_of_sign_ups_whose_excess_is_r
     await asyncio.wait(flood, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     status, _, _, signing_in = await post(service.url, "/auth/token", owner)
     answers = await asyncio.gather(*flood)
+    _, _, _, after = await post(service.url, "/auth/token", owner)
+    idle = max(before, after)  # the machine's load may have changed meanwhile: the slower of the two
     refused = [(headers, body, seconds) for code, headers, body, seconds in answers if code == 503]
     created = sum(answer[0] == 201 for answer in answers)
     times = sorted(seconds for *_, seconds in refused) or [0]
@@ -163,8 +165,9 @@ async def test_a_sign_in_stays_fast_during_a_flood_of_sign_ups_whose_excess_is_r
         f" {len(refused)} refused in {statistics.median(times) * 1000:.0f} ms (median), {times[-1] * 1000:.0f} ms"
         " at most"
     )
-    # Under a second; on a machine so busy that a sign-in alone takes half of that, no more than two of them.
-    assert status == 200 and signing_in < max(1.0, 2 * idle), (status, signing_in, idle)
+    # Under a second. The check shares the CPUs with the sign-up hash under way, so it may take twice as long as
+    # alone: on a machine so busy that a sign-in alone takes a third of a second, three sign-ins' time at most.
+    assert status == 200 and signing_in < max(1.0, 3 * idle), (status, signing_in, idle)
     assert created + len(refused) == FLOOD, [answer for answer in answers if answer[0] not in (201, 503)]
     assert created >= 1 and refused
     for headers, body, seconds in refused:
