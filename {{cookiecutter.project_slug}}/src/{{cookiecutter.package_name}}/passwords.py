@@ -41,7 +41,7 @@ class PasswordsBusy(HTTPError):
         super().__init__(
             503,
             "busy",
-            f"too many passwords are being checked right now; try again in {retry_after} s",
+            f"too many passwords to hash right now; try again in {retry_after} s",
             headers=(("Retry-After", str(retry_after)),),
         )
 

@@ -46,8 +46,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # argon2id's cost; argon2-cffi's defaults (RFC 9106, low memory). A change rehashes at sign-in.
     argon2_time_cost: Annotated[int, msgspec.Meta(ge=1)] = 3
     argon2_memory_kib: Annotated[int, msgspec.Meta(ge=32)] = 65536
-    # Threads that hash passwords; 0: one per CPU of the container's quota, and no more than its memory limit holds
-    # at ARGON2_MEMORY_KIB each (passwords.py). Work that finds them all busy waits, sign-ins before sign-ups, at
+    # Threads that hash passwords; 0: from the container's CPU quota, no more than its memory limit holds at
+    # ARGON2_MEMORY_KIB each (passwords.py). Work that finds them all busy waits, sign-ins before sign-ups, at
     # most HASH_WAIT seconds and HASH_QUEUE to a lane; what would wait longer is answered 503 with Retry-After.
     hash_threads: Size = 0
     hash_queue: Annotated[int, msgspec.Meta(ge=1)] = 64
