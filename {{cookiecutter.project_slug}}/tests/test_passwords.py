@@ -13,7 +13,13 @@ import httpx
 import pytest
 
 from conftest import PASSWORD, sign_up
-from {{ cookiecutter.package_name }}.passwords import PROCESS_MIB, Passwords, PasswordsBusy, container_limits, hash_threads
+from {{ cookiecutter.package_name }}.passwords import (
+    PROCESS_MIB,
+    Passwords,
+    PasswordsBusy,
+    container_limits,
+    hash_threads,
+)
 from {{ cookiecutter.package_name }}.settings import Settings
 
 
