@@ -283,6 +283,81 @@ def test_the_pool_sums_fit_and_the_readme_states_them(rendered):
     assert f"`MAX_CLIENT_CONN` {max_client}" in readme
 
 
+def mebibytes(quantity: str) -> float:
+    """A Kubernetes memory quantity (256Mi, 1Gi, 268435456) in MiB."""
+    for suffix, factor in {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}.items():
+        if quantity.endswith(suffix):
+            return float(quantity.removesuffix(suffix)) * factor
+    return int(quantity) / 2**20
+
+
+def hashing_budget(rendered) -> tuple[float, float]:
+    """The web pod's memory limit, and the most its settings let the process hold: its own (PROCESS_MIB, from the
+    baked package) and HASH_THREADS argon2 hashes of ARGON2_MEMORY_KIB each; both in MiB."""
+    web = rendered.container("Deployment", "web")
+    env = rendered.env(web)
+    asked = f"from {rendered.project.package}.passwords import PROCESS_MIB; print(PROCESS_MIB)"
+    result = rendered.project.run(sys.executable, "-c", asked)
+    assert result.returncode == 0, result.stderr
+    hashes = int(env["HASH_THREADS"]) * int(env["ARGON2_MEMORY_KIB"]) / 1024
+    return mebibytes(web["resources"]["limits"]["memory"]), int(result.stdout) + hashes
+
+
+def test_the_hash_threads_and_the_process_fit_the_memory_limit(rendered):
+    env = rendered.env(rendered.container("Deployment", "web"))
+    limit, budget = hashing_budget(rendered)
+    # Set, not left to the process to work out: the sum is here for a reader, and checked.
+    assert int(env["HASH_THREADS"]) >= 2, "one thread is kept for sign-ins, so two at least"
+    assert budget <= limit, (budget, limit)
+
+
+# Concurrent sign-ups, far more than the hash threads, so that they are busy throughout and the excess is refused;
+# and sign-ins beside them, which take the thread kept for sign-ins: every thread hashing at once.
+FLOOD, SIGN_INS = 100, 20
+
+
+def peak_resident_mib(pid: int) -> float:
+    """The most memory the process has held resident since it started (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def test_a_sign_up_flood_peaks_inside_the_web_pods_memory_limit(rendered, new_database, service, tmp_path, figures):
+    # The web pod's settings (argon2 at the shipped cost, HASH_THREADS) straight to a real Postgres.
+    env = rendered.env(rendered.container("Deployment", "web"))
+    settings = {key: value for key, value in env.items() if key not in {"DATABASE_URL", "PGPASSWORD"}}
+    (tmp_path / "prometheus").mkdir()
+    settings["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prometheus")  # the pod's emptyDir
+    direct = new_database()
+    migrate(rendered.project, direct)
+    svc = service(rendered.project, direct, **settings)
+
+    async def flood() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=FLOOD)
+        async with httpx.AsyncClient(base_url=svc.url, timeout=60, limits=limits) as http:
+            new = [
+                {"email": f"f{i}@example.com", "name": "F", "password": "a long enough password"} for i in range(FLOOD)
+            ]
+            guesses = [{"email": f"nobody{i}@example.com", "password": "a wrong password"} for i in range(SIGN_INS)]
+            return await asyncio.gather(
+                *(http.post("/users", json=user) for user in new),
+                *(http.post("/auth/token", json=guess) for guess in guesses),
+            )
+
+    statuses = Counter(response.status_code for response in asyncio.run(flood()))
+    peak = peak_resident_mib(svc.process.pid)
+    output = svc.stop()
+    limit, budget = hashing_budget(rendered)
+    figures(
+        f"{FLOOD} sign-ups and {SIGN_INS} sign-ins at once ({dict(statuses)}): peak resident {peak:.0f} MiB;"
+        f" budget {budget:.0f} MiB, limit {limit:.0f} MiB"
+    )
+    assert set(statuses) <= {201, 401, 503} and statuses[201] and statuses[401], (statuses, output[-2000:])
+    assert peak <= budget <= limit, (peak, budget, limit)
+
+
 def test_migrations_run_as_a_job_straight_to_postgres(rendered):
     job = rendered.get("Job")
     migrate_container = rendered.container("Job", "migrate")

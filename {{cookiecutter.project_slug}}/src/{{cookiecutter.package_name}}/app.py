@@ -39,7 +39,13 @@ def create_app(settings: Settings) -> App:
         Auth(
             [secret.strip() for secret in settings.token_secret.split(",") if secret.strip()],
             token_ttl=settings.token_ttl,
-            passwords=Passwords(settings.argon2_time_cost, settings.argon2_memory_kib),
+            passwords=Passwords(
+                settings.argon2_time_cost,
+                settings.argon2_memory_kib,
+                settings.hash_threads,
+                queue=settings.hash_queue,
+                wait=settings.hash_wait,
+            ),
             throttle=Throttle(settings.sign_in_limit, settings.sign_in_address_limit, settings.sign_in_window),
         )
     )
