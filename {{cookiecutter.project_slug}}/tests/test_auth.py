@@ -456,7 +456,30 @@ def test_no_response_and_no_log_line_carries_a_password_or_its_hash(migrated, sp
             "PATCH", "/users/me", headers=headers, json={"password": second, "current_password": first}
         ).is_success
         call("GET", "/users/me", headers=headers)  # 401: a new password signed every token out
+        # Each refused token says why in the log, under the request's id; the client sees one 401 for all.
+        fresh = call("POST", "/auth/token", json={"email": email, "password": second}).json()["access_token"]
+        user_id = int(fresh.split(".")[0])
+        refusals = {
+            "no Authorization header": None,
+            "not a Bearer token": f"Basic {fresh}",
+            "malformed": f"Bearer {fresh[:20]}",
+            "bad signature": f"Bearer {fresh[:-1]}{'0' if fresh[-1] != '0' else '1'}",
+            "expired": forged(user_id, False, time.time() - 4000),
+            "revoked: user": f"Bearer {token}",
+        }
+        for n, authorization in enumerate(refusals.values()):
+            headers = {"X-Request-ID": f"refusal-{n}", **({"Authorization": authorization} if authorization else {})}
+            assert call("GET", "/users/me", headers=headers).status_code == 401
+        call("DELETE", "/auth/token", headers={"Authorization": f"Bearer {fresh}"})
+        signed_out = {"Authorization": f"Bearer {fresh}", "X-Request-ID": "out"}
+        assert call("GET", "/users/me", headers=signed_out).status_code == 401
     output = process.stop()
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    said = {line.get("request_id"): line["message"] for line in lines if line["message"].startswith("token refused")}
+    for n, reason in enumerate(refusals):
+        assert said[f"refusal-{n}"].startswith(f"token refused: {reason}"), (reason, said)
+    assert said["out"].startswith("token refused: signed out")
+    assert token not in output and fresh not in output and fresh[:20] not in output
 
     async def stored() -> str:
         conn = await asyncpg.connect(migrated)

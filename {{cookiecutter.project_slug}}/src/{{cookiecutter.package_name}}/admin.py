@@ -50,13 +50,11 @@ async def revoke(conn: asyncpg.Connection, email: str) -> bool:
     return await conn.execute(DEMOTE, email) != "UPDATE 0"
 
 
-async def unlock(conn: asyncpg.Connection, email: str) -> int:
-    """Forget the failed sign-ins counted against `email`'s account from every address; returns how
-    many counts that was (0: it was not locked out)."""
+async def unlock(conn: asyncpg.Connection, email: str) -> bool:
+    """Forget the failed sign-ins counted against `email`'s account from every address; returns
+    whether there were any."""
     async with conn.transaction():  # its own count first, then per address: the order sign-ins lock them in
-        own = await conn.execute(DELETE_ACCOUNT_COUNT, email)
-        pairs = await conn.execute(DELETE_PAIR_COUNTS, email)
-    return int(own.split()[-1]) + int(pairs.split()[-1])
+        return await conn.fetchval(DELETE_ACCOUNT_COUNT, email) + await conn.fetchval(DELETE_PAIR_COUNTS, email) > 0
 
 
 def read_password() -> str:
@@ -90,9 +88,9 @@ async def main(argv: list[str] | None = None) -> None:
     conn = await connect(settings)
     try:
         if args.unlock:
-            cleared = await unlock(conn, normal_email(args.email))
-            cleared_text = f" ({cleared} counts cleared)." if cleared else ": it was not locked out."
-            print(f"{args.email} may sign in again{cleared_text}")
+            if not await unlock(conn, normal_email(args.email)):
+                raise SystemExit(f"No failed sign-ins counted for {args.email}; nothing changed.")
+            print(f"{args.email} may sign in again: its failed sign-ins are forgotten.")
         elif args.revoke:
             if not await revoke(conn, normal_email(args.email)):
                 raise SystemExit(f"No user {args.email}; nothing changed.")

@@ -93,9 +93,15 @@ DELETE_OLD_KNOWN = "DELETE FROM sign_in_known WHERE signed_in_at < now() - make_
 # Written by the previous version's processes only (0002_sign_in.sql), until a later migration drops it.
 DELETE_OLD_FAILURES = "DELETE FROM sign_in_failures WHERE window_start < now() - make_interval(secs => $1)"
 # An admin's unlock (admin.py --unlock): the account's counts, its own first, then per address, in
-# the order sign-ins lock them.
-DELETE_ACCOUNT_COUNT = "DELETE FROM sign_in_counts WHERE account = lower($1) AND address = ''"
-DELETE_PAIR_COUNTS = "DELETE FROM sign_in_counts WHERE account = lower($1)"
+# the order sign-ins lock them; each answers the failures it forgot.
+DELETE_ACCOUNT_COUNT = """
+WITH gone AS (DELETE FROM sign_in_counts WHERE account = lower($1) AND address = '' RETURNING failures)
+SELECT coalesce(sum(failures), 0)::int FROM gone
+"""
+DELETE_PAIR_COUNTS = """
+WITH gone AS (DELETE FROM sign_in_counts WHERE account = lower($1) RETURNING failures)
+SELECT coalesce(sum(failures), 0)::int FROM gone
+"""
 
 
 class Attempt(Struct, frozen=True):
