@@ -323,7 +323,7 @@ async def test_a_refused_sign_in_writes_no_row(migrated, serve, conn):
 async def test_no_token_issued_before_a_change_commits_outlives_it(migrated, serve, conn):
     """Sign-ins running while the user's password or role changes: a token read from the row as it was
     before the change committed must be void once it has, whenever the sign-in ran."""
-    url = await serve(migrated, sign_in_limit=100_000)
+    url = await serve(migrated, sign_in_limit=100_000, sign_in_address_limit=100_000)
     hashing = Passwords(int(FAST_HASHING["ARGON2_TIME_COST"]), int(FAST_HASHING["ARGON2_MEMORY_KIB"]))
     passwords = [f"password number {n}" for n in range(6)]
     tokens = Tokens([SECRET], 3600)
