@@ -381,7 +381,9 @@ async def create_token(req, res, ctx):
     """Sign in: a bearer token for this email and password.
 
     An unknown email and a wrong password get the same 401, in about the same time. Repeated
-    failures for one email, or from one address, get 429 with `Retry-After`.
+    failures get 429 with `Retry-After`: from one address, for one account from one address, and
+    for one account from every address it was never signed in from; an address it was signed in
+    from is not locked out by guesses made elsewhere.
     """
     credentials = read(req, decode_credentials)
     auth, db = ctx.peek(AUTH), ctx.peek(DB)
