@@ -64,3 +64,17 @@ async def test_sign_up_cannot_make_an_admin(client):
         assert (
             await http.patch("/users/me", json={"is_admin": True}, headers={"Authorization": token})
         ).status_code == 422
+
+
+async def test_the_command_unlocks_a_user_locked_out_by_failed_sign_ins(client, conn, migrated):
+    await sign_up(client, "locked@example.com")
+    for _ in range(5):  # the served app's limit: 5 failures
+        await client.post("/auth/token", json={"email": "locked@example.com", "password": "a wrong guess"})
+    refused = await client.post("/auth/token", json={"email": "LOCKED@example.com", "password": PASSWORD})
+    assert refused.status_code == 429
+    done = admin_command(migrated, "Locked@example.com", "--unlock")
+    assert done.returncode == 0, done.stderr
+    assert "Locked@example.com may sign in again" in done.stdout
+    assert await sign_in(client, "locked@example.com")
+    again = admin_command(migrated, "locked@example.com", "--unlock")
+    assert again.returncode == 1 and "No failed sign-ins counted for locked@example.com" in again.stderr

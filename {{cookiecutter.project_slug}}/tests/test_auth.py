@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ADMIN, PASSWORD, SECRET, admin_command, sign_in, sign_up
-from {{ cookiecutter.package_name }}.tokens import Tokens
+from conftest import ADMIN, FAST_HASHING, PASSWORD, SECRET, admin_command, eventually, sign_in, sign_up
+from {{ cookiecutter.package_name }}.passwords import Passwords
+from {{ cookiecutter.package_name }}.tokens import SELECT_CUTOFF, VOID_USER_TOKENS, Tokens
 
 PROTECTED = [("GET", "/users"), ("GET", "/users/1"), ("PATCH", "/users/1"), ("DELETE", "/users/1")]
 PROTECTED += [("GET", "/users/me"), ("PATCH", "/users/me"), ("DELETE", "/users/me"), ("DELETE", "/auth/token")]
@@ -196,7 +197,7 @@ async def test_failed_sign_ins_for_one_email_are_429_with_retry_after_in_every_p
             assert 590 <= int(refused.headers["retry-after"]) <= 600
         other = await one.post("/auth/token", json={"email": "someone.else@example.com", "password": "guess"})
         assert other.status_code == 401  # another email is not throttled
-        await conn.execute("UPDATE sign_in_failures SET window_start = now() - interval '601 seconds'")
+        await conn.execute("UPDATE sign_in_counts SET window_start = now() - interval '601 seconds'")
         assert await sign_in(one, "guessed@example.com")  # the window has passed
 
 
@@ -228,6 +229,175 @@ async def test_a_burst_of_guesses_gets_no_more_tries_than_the_limit(migrated, se
         guesses = [{"email": "burst@example.com", "password": f"guess {i}"} for i in range(12)]
         statuses = [r.status_code for r in await asyncio.gather(*(http.post("/auth/token", json=g) for g in guesses))]
     assert sorted(statuses) == [401] * 3 + [429] * 9
+
+
+def from_address(base_url: str, address: str) -> httpx.AsyncClient:
+    """A client whose requests come from `address` (any of 127.0.0.0/8 reaches the server on loopback)."""
+    return httpx.AsyncClient(base_url=base_url, transport=httpx.AsyncHTTPTransport(local_address=address))
+
+
+async def test_concurrent_sign_ins_for_one_user_never_deadlock(migrated, serve, conn):
+    limits = {"sign_in_limit": 10_000, "sign_in_address_limit": 10_000, "pool_max_size": 10}
+    async with httpx.AsyncClient(base_url=await serve(migrated, **limits), timeout=30) as http:
+        await sign_up(http, "busy@example.com")
+
+        async def signing_in(password: str) -> list[int]:
+            body = {"email": "busy@example.com", "password": password}
+            return [(await http.post("/auth/token", json=body)).status_code for _ in range(10)]
+
+        # Correct ones and wrong ones at once: the statements that forgive and those that count, interleaved.
+        loops = await asyncio.gather(*(signing_in(password) for password in [PASSWORD] * 8 + ["not it"] * 2))
+    failed = sum(status >= 500 for statuses in loops for status in statuses)
+    print(f"{len(loops) * 10} concurrent sign-ins for one user: {failed} answered 5xx")
+    assert loops == [[200] * 10] * 8 + [[401] * 10] * 2
+
+
+async def test_every_spelling_that_reaches_an_account_shares_its_count(migrated, serve, conn):
+    # Python lowers U+0130 (I with a dot above) to "i" and a combining dot, Postgres to "i": the count
+    # must be the account's, as Postgres finds it, whatever the spelling.
+    async with httpx.AsyncClient(base_url=await serve(migrated, sign_in_limit=3)) as http:
+        kiki = await sign_up(http, "kiki@idiom.io")
+        spelled = await http.post("/auth/token", json={"email": "k\u0130k\u0130@idiom.io", "password": PASSWORD})
+        assert spelled.status_code == 200, spelled.text  # this spelling reaches the account
+        me = await http.get("/users/me", headers={"Authorization": f"Bearer {spelled.json()['access_token']}"})
+        assert me.json()["id"] == kiki["id"]
+        for email in ("k\u0130ki@idiom.io", "kik\u0130@idiom.io", "K\u0130K\u0130@idiom.io"):
+            response = await http.post("/auth/token", json={"email": email, "password": "a wrong guess"})
+            assert response.status_code == 401, response.text
+        refused = await http.post("/auth/token", json={"email": "kiki@idiom.io", "password": PASSWORD})
+        assert refused.status_code == 429, refused.text
+
+
+async def test_a_guesser_elsewhere_does_not_lock_out_the_owner_where_they_signed_in_before(migrated, serve, conn):
+    url = await serve(migrated)  # 5 failures
+    async with from_address(url, "127.0.0.2") as owner, from_address(url, "127.0.0.3") as guesser:
+        await sign_up(owner, "owner@example.com")
+        assert await sign_in(owner, "owner@example.com")  # the owner's address is known from now on
+        for _ in range(6):
+            await guesser.post("/auth/token", json={"email": "owner@example.com", "password": "a guess"})
+        refused = await guesser.post("/auth/token", json={"email": "owner@example.com", "password": PASSWORD})
+        assert refused.status_code == 429  # the guesser is stopped, even with the right password
+        assert await sign_in(owner, "owner@example.com")  # the owner is not
+        async with from_address(url, "127.0.0.4") as elsewhere:  # nor is any other address let in
+            response = await elsewhere.post("/auth/token", json={"email": "owner@example.com", "password": PASSWORD})
+            assert response.status_code == 429
+        for _ in range(5):  # the owner's own failures count where they are
+            await owner.post("/auth/token", json={"email": "owner@example.com", "password": "a typo"})
+        right = await owner.post("/auth/token", json={"email": "owner@example.com", "password": PASSWORD})
+        assert right.status_code == 429
+
+
+async def test_parallel_correct_sign_ins_are_never_told_to_wait_long(migrated, serve, conn):
+    async with httpx.AsyncClient(base_url=await serve(migrated)) as http:  # 5 failures
+        await sign_up(http, "eager@example.com")
+        body = {"email": "eager@example.com", "password": PASSWORD}
+        responses = await asyncio.gather(*(http.post("/auth/token", json=body) for _ in range(10)))
+        statuses = [response.status_code for response in responses]
+        assert set(statuses) <= {200, 429} and 200 in statuses, statuses
+        # Those beyond the limit were refused while the others were being checked: try again in a second.
+        assert {response.headers["retry-after"] for response in responses if response.status_code == 429} <= {"1"}
+        assert await sign_in(http, "eager@example.com")
+
+
+async def sign_in_rows(conn: asyncpg.Connection) -> int:
+    """Rows in every table of sign-in's throttle, whatever its name."""
+    tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE 'sign\\_in\\_%'")
+    return sum([await conn.fetchval(f'SELECT count(*) FROM "{table}"') for (table,) in tables])
+
+
+async def test_a_refused_sign_in_writes_no_row(migrated, serve, conn):
+    async with httpx.AsyncClient(base_url=await serve(migrated, sign_in_address_limit=3)) as http:
+        for i in range(3):
+            response = await http.post("/auth/token", json={"email": f"first{i}@example.com", "password": "guess"})
+            assert response.status_code == 401
+        before = await sign_in_rows(conn)
+        for batch in range(10):  # 200 refused, each for an email never tried
+            guesses = [{"email": f"guess{batch}-{i}@example.com", "password": "guess"} for i in range(20)]
+            responses = await asyncio.gather(*(http.post("/auth/token", json=guess) for guess in guesses))
+            assert {response.status_code for response in responses} == {429}
+        after = await sign_in_rows(conn)
+    print(f"sign-in throttle rows: {before} after 3 failures, {after} after 200 refused attempts more")
+    assert after == before
+
+
+async def test_no_token_issued_before_a_change_commits_outlives_it(migrated, serve, conn):
+    """Sign-ins running while the user's password or role changes: a token read from the row as it was
+    before the change committed must be void once it has, whenever the sign-in ran."""
+    url = await serve(migrated, sign_in_limit=100_000, sign_in_address_limit=100_000)
+    hashing = Passwords(int(FAST_HASHING["ARGON2_TIME_COST"]), int(FAST_HASHING["ARGON2_MEMORY_KIB"]))
+    passwords = [f"password number {n}" for n in range(6)]
+    tokens = Tokens([SECRET], 3600)
+    state = {"password": 0, "is_admin": False, "answers": 0}
+    issued: list[tuple[int, object, str]] = []  # (the password signed in with, the token's principal, the token)
+    async with httpx.AsyncClient(base_url=url) as http:
+        user_id = (await sign_up(http, "raced@example.com", password=passwords[0]))["id"]
+
+        async def signing_in() -> None:
+            while True:
+                password = state["password"]
+                body = {"email": "raced@example.com", "password": passwords[password]}
+                response = await http.post("/auth/token", json=body)
+                assert response.status_code in (200, 401), response.text
+                state["answers"] += 1
+                if response.status_code == 200:
+                    token = response.json()["access_token"]
+                    issued.append((password, tokens.read(token, time.time()), f"Bearer {token}"))
+
+        changer = await asyncpg.connect(migrated)
+        loops = [asyncio.create_task(signing_in()) for _ in range(3)]
+        rounds = []  # (the cutoff, the state from then on)
+        try:
+            for n in range(10):  # a new password, then a new role, and so on
+                hashed = hashing.hash_now(passwords[n // 2 + 1]) if n % 2 == 0 else None
+                if n == 9:  # a token of the moment before the last change: refused once the app has read it
+                    before_last = await sign_in(http, "raced@example.com", passwords[state["password"]])
+                async with changer.transaction():
+                    if hashed:
+                        await changer.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, hashed)
+                        await changer.execute(VOID_USER_TOKENS, user_id)
+                    else:
+                        await changer.execute("UPDATE users SET is_admin = NOT is_admin WHERE id = $1", user_id)
+                    # Held open until sign-ins have been answered meanwhile, or wait for it to commit.
+                    answers, pid = state["answers"], changer.get_server_pid()
+
+                    async def raced(answers=answers, pid=pid) -> bool:
+                        blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+                        return state["answers"] >= answers + 3 or await conn.fetchval(blocked, pid) > 0
+
+                    await eventually(raced)
+                if hashed:
+                    state["password"] += 1
+                else:
+                    state["is_admin"] = not state["is_admin"]
+                rounds.append((await changer.fetchval(SELECT_CUTOFF, user_id), state["password"], state["is_admin"]))
+        finally:
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await changer.close()
+        # A token survives its round's change if it was issued after the cutoff (so the cutoff leaves it
+        # be) from the row as it was before (the old password, or the old role), until the next change.
+        survivors = []
+        for (cutoff, password, is_admin), following in zip(rounds, [*rounds[1:], (float("inf"),)], strict=True):
+            survivors += [
+                (password_used, principal)
+                for password_used, principal, _ in issued
+                if cutoff <= principal.issued_at < following[0]
+                and (password_used != password or principal.is_admin != is_admin)
+            ]
+        print(f"{len(issued)} tokens issued in {len(rounds)} changes; {len(survivors)} outlived their change")
+        assert survivors == []
+        # The served app agrees: once it has read the last change, a token issued since works if and only if
+        # it was read from the row as changed.
+        await eventually(lambda: refused(http, before_last))
+        cutoff, password, is_admin = rounds[-1]
+        since = [(used == password and p.is_admin == is_admin, t) for used, p, t in issued if p.issued_at >= cutoff]
+        for works, token in since:
+            assert await refused(http, token) is not works
+
+
+async def refused(http: httpx.AsyncClient, authorization: str) -> bool:
+    return (await http.get("/users/me", headers={"Authorization": authorization})).status_code == 401
 
 
 async def test_a_hash_made_with_old_parameters_is_remade_at_sign_in_and_tokens_live_on(user, conn, migrated, serve):
@@ -286,7 +456,30 @@ def test_no_response_and_no_log_line_carries_a_password_or_its_hash(migrated, sp
             "PATCH", "/users/me", headers=headers, json={"password": second, "current_password": first}
         ).is_success
         call("GET", "/users/me", headers=headers)  # 401: a new password signed every token out
+        # Each refused token says why in the log, under the request's id; the client sees one 401 for all.
+        fresh = call("POST", "/auth/token", json={"email": email, "password": second}).json()["access_token"]
+        user_id = int(fresh.split(".")[0])
+        refusals = {
+            "no Authorization header": None,
+            "not a Bearer token": f"Basic {fresh}",
+            "malformed": f"Bearer {fresh[:20]}",
+            "bad signature": f"Bearer {fresh[:-1]}{'0' if fresh[-1] != '0' else '1'}",
+            "expired": forged(user_id, False, time.time() - 4000),
+            "revoked: user": f"Bearer {token}",
+        }
+        for n, authorization in enumerate(refusals.values()):
+            headers = {"X-Request-ID": f"refusal-{n}", **({"Authorization": authorization} if authorization else {})}
+            assert call("GET", "/users/me", headers=headers).status_code == 401
+        call("DELETE", "/auth/token", headers={"Authorization": f"Bearer {fresh}"})
+        signed_out = {"Authorization": f"Bearer {fresh}", "X-Request-ID": "out"}
+        assert call("GET", "/users/me", headers=signed_out).status_code == 401
     output = process.stop()
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    said = {line.get("request_id"): line["message"] for line in lines if line["message"].startswith("token refused")}
+    for n, reason in enumerate(refusals):
+        assert said[f"refusal-{n}"].startswith(f"token refused: {reason}"), (reason, said)
+    assert said["out"].startswith("token refused: signed out")
+    assert token not in output and fresh not in output and fresh[:20] not in output
 
     async def stored() -> str:
         conn = await asyncpg.connect(migrated)

@@ -190,6 +190,16 @@ async def test_a_new_password_needs_the_current_one(user):
     assert (await user.get("/users/me")).status_code == 200  # nothing changed
 
 
+async def test_the_document_says_a_new_password_needs_the_current_one_and_may_be_refused_429(client, user):
+    operation = (await client.get("/docs/openapi.json")).json()["paths"]["/users/me"]["patch"]
+    assert "429" in operation["responses"]  # too many wrong current passwords, as for sign-in
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    # JSON Schema 2020-12: an object with "password" must have "current_password" as well, as the service says.
+    assert schema["dependentRequired"] == {"password": ["current_password"]}
+    missing = await user.patch("/users/me", json={"password": "a brand new password"})
+    assert missing.status_code == 422 and missing.json()["field"] == "current_password"
+
+
 async def test_a_new_password_signs_out_every_token_and_the_old_one_stops_working(client, user):
     other = await sign_in(client, "user@example.com")  # a second session
     response = await user.patch("/users/me", json={"password": "a brand new password", "current_password": PASSWORD})

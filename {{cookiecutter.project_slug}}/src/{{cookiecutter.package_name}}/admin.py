@@ -5,7 +5,8 @@
 The password is read from standard input (`... < file`, or piped), or asked for twice on a
 terminal; it is never an argument, which other users of the machine could read. There is no
 default admin and no default password: this command is the only way to make the first admin.
-`--revoke` takes the role away instead (no password needed).
+`--revoke` takes the role away instead (no password needed), and `--unlock` lets a user locked
+out by failed sign-ins (429) sign in again at once, from anywhere (no password needed either).
 """
 
 import argparse
@@ -16,6 +17,7 @@ import sys
 import asyncpg
 import msgspec
 
+from .auth import DELETE_ACCOUNT_COUNT, DELETE_PAIR_COUNTS
 from .migrate import connect
 from .passwords import Passwords
 from .resources import normal_email
@@ -48,6 +50,13 @@ async def revoke(conn: asyncpg.Connection, email: str) -> bool:
     return await conn.execute(DEMOTE, email) != "UPDATE 0"
 
 
+async def unlock(conn: asyncpg.Connection, email: str) -> bool:
+    """Forget the failed sign-ins counted against `email`'s account from every address; returns
+    whether there were any."""
+    async with conn.transaction():  # its own count first, then per address: the order sign-ins lock them in
+        return await conn.fetchval(DELETE_ACCOUNT_COUNT, email) + await conn.fetchval(DELETE_PAIR_COUNTS, email) > 0
+
+
 def read_password() -> str:
     """The password from a terminal (asked twice) or, when piped, the first line of standard input."""
     if sys.stdin.isatty():
@@ -62,10 +71,12 @@ async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("email")
     parser.add_argument("--name", help="the name of a user created now (default: the part of EMAIL before @)")
-    parser.add_argument("--revoke", action="store_true", help="take the admin role away instead")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--revoke", action="store_true", help="take the admin role away instead")
+    what.add_argument("--unlock", action="store_true", help="let EMAIL sign in again after too many failed sign-ins")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    if args.revoke:
+    if args.revoke or args.unlock:
         user, password_hash = None, None
     else:
         fields = {"email": args.email, "name": args.name or args.email.partition("@")[0], "password": read_password()}
@@ -76,7 +87,11 @@ async def main(argv: list[str] | None = None) -> None:
         password_hash = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib).hash_now(user.password)
     conn = await connect(settings)
     try:
-        if args.revoke:
+        if args.unlock:
+            if not await unlock(conn, normal_email(args.email)):
+                raise SystemExit(f"No failed sign-ins counted for {args.email}; nothing changed.")
+            print(f"{args.email} may sign in again: its failed sign-ins are forgotten.")
+        elif args.revoke:
             if not await revoke(conn, normal_email(args.email)):
                 raise SystemExit(f"No user {args.email}; nothing changed.")
             print(f"{args.email} is no longer an admin.")

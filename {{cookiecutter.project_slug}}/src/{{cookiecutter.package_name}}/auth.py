@@ -66,62 +66,83 @@ class Token(Struct):
 
 decode_credentials = msgspec.json.Decoder(Credentials).decode
 
-# The clock is Postgres's, as the cutoffs' are: a token issued after a cutoff is never older than it.
+# The user's row is locked FOR SHARE, so a change to it that has not committed yet (a new password,
+# deactivated, demoted, deleted) is waited for and then read, and the clock is read only after the
+# lock is held: after the change's commit, so after its cutoff (tokens.py). Read in the same statement
+# without the lock, the old row would come with a time later than the cutoff, and a token issued from
+# it would outlive the change. The clock is Postgres's, as the cutoffs' are.
 SELECT_SIGN_IN = """
-SELECT id, email, password_hash, is_active, is_admin, extract(epoch FROM clock_timestamp())::float8 AS now
-FROM users WHERE lower(email) = lower($1)
+WITH signing_in AS MATERIALIZED (
+    SELECT id, email, password_hash, is_active, is_admin FROM users WHERE lower(email) = lower($1) FOR SHARE
+)
+SELECT *, extract(epoch FROM clock_timestamp())::float8 AS now FROM signing_in
 """
 # Only if the password did not change meanwhile.
 UPDATE_HASH = "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2"
-# An attempt counts as a failure from the start, so that a burst of guesses sent at once cannot
-# all pass the check before the first is counted; a success is forgiven afterwards. A window
-# opens at a key's first failure and lasts $2 seconds. The email's key comes first in $1 in every
-# statement, so two sign-ins lock the rows they share in the same order.
-COUNT_ATTEMPT = """
-INSERT INTO sign_in_failures AS f (key, window_start, failures)
-SELECT key, now(), 1 FROM unnest($1::text[]) AS key
-ON CONFLICT (key) DO UPDATE SET
-    failures = CASE WHEN f.window_start > now() - make_interval(secs => $2) THEN f.failures + 1 ELSE 1 END,
-    window_start = CASE WHEN f.window_start > now() - make_interval(secs => $2) THEN f.window_start ELSE now() END
-RETURNING key, failures, extract(epoch FROM window_start - now())::float8 + $2 AS retry_after
+# Both in 0003_sign_in_counts.sql, where the order in which they lock the counts is explained.
+ADMIT_ATTEMPT = "SELECT account, known, retry_after FROM sign_in_admit($1, $2, $3, $4, $5, $6)"
+SETTLE_ATTEMPT = "SELECT sign_in_settle($1, $2, $3, $4)"
+# SKIP LOCKED: a sweep never waits for a sign-in's locks, so it cannot deadlock with one.
+DELETE_OLD_COUNTS = """
+DELETE FROM sign_in_counts WHERE (account, address) IN (
+    SELECT account, address FROM sign_in_counts WHERE window_start < now() - make_interval(secs => $1)
+    FOR UPDATE SKIP LOCKED
+)
 """
-FORGIVE_ATTEMPT = """
-WITH forgotten AS (DELETE FROM sign_in_failures WHERE key = $1)
-UPDATE sign_in_failures SET failures = failures - 1 WHERE key = $2 AND failures > 0
-"""
+DELETE_OLD_KNOWN = "DELETE FROM sign_in_known WHERE signed_in_at < now() - make_interval(secs => $1)"
+# Written by the previous version's processes only (0002_sign_in.sql), until a later migration drops it.
 DELETE_OLD_FAILURES = "DELETE FROM sign_in_failures WHERE window_start < now() - make_interval(secs => $1)"
+# An admin's unlock (admin.py --unlock): the account's counts, its own first, then per address, in
+# the order sign-ins lock them; each answers the failures it forgot.
+DELETE_ACCOUNT_COUNT = """
+WITH gone AS (DELETE FROM sign_in_counts WHERE account = lower($1) AND address = '' RETURNING failures)
+SELECT coalesce(sum(failures), 0)::int FROM gone
+"""
+DELETE_PAIR_COUNTS = """
+WITH gone AS (DELETE FROM sign_in_counts WHERE account = lower($1) RETURNING failures)
+SELECT coalesce(sum(failures), 0)::int FROM gone
+"""
+
+
+class Attempt(Struct, frozen=True):
+    """An admitted sign-in attempt, until it is settled (Throttle.settle)."""
+
+    account: str  # lower(email), as Postgres folds it for the lookup
+    address: str
+    known: bool  # the account was signed in to from this address lately
 
 
 class Throttle:
-    """Failed sign-ins counted in Postgres, so that every process sees one count: over `window`
-    seconds, at most `per_email` for one email and `per_address` from one client address."""
+    """Failed sign-ins counted in Postgres, so that every process sees one count. Over `window`
+    seconds, at most `per_address` from one client address whatever the account, and `per_email`
+    for one account from one address. An account also takes at most `per_email` failures from all
+    the addresses it was not signed in to from within `known_for` seconds: a guesser locks out
+    other guessers, never the owner at an address they used."""
 
-    def __init__(self, per_email: int = 5, per_address: int = 50, window: float = 900.0) -> None:
-        self.per_email, self.per_address, self.window = per_email, per_address, window
+    def __init__(
+        self, per_email: int = 5, per_address: int = 50, window: float = 900.0, known_for: float = 30 * 86400.0
+    ) -> None:
+        self.per_email, self.per_address, self.window, self.known_for = per_email, per_address, window, known_for
 
-    async def attempt(self, db, email: str, address: str) -> list[str]:
-        """Count a sign-in attempt; 429 with Retry-After if either count is over its limit.
-        Returns the keys to pass to `succeeded`."""
-        keys = [f"email:{normal_email(email).lower()}", f"address:{address}"]
-        limits = {keys[0]: self.per_email, keys[1]: self.per_address}
-        waits = [
-            retry_after
-            for key, failures, retry_after in await db.fetch(COUNT_ATTEMPT, keys, self.window)
-            if failures > limits[key]
-        ]
-        if waits:
-            seconds = max(1, round(max(waits)))
+    async def attempt(self, db, email: str, address: str) -> Attempt:
+        """Admit a sign-in attempt, or 429 with Retry-After if a count is at its limit. Settle what
+        it returns with `settle`, whatever the outcome."""
+        account, known, retry_after = await db.fetchrow(
+            ADMIT_ATTEMPT, email, address, self.per_email, self.per_address, self.window, self.known_for
+        )
+        if retry_after is not None:
+            seconds = max(1, round(retry_after))
             raise HTTPError(
                 429,
                 "too_many_attempts",
                 f"too many failed sign-ins; try again in {seconds} s",
                 headers=(("Retry-After", str(seconds)),),
             )
-        return keys
+        return Attempt(account, address, known)
 
-    async def succeeded(self, db, keys: list[str]) -> None:
-        """Forget the email's failures, and forgive the address this attempt."""
-        await db.execute(FORGIVE_ATTEMPT, *keys)
+    async def settle(self, db, attempt: Attempt, succeeded: bool) -> None:
+        """Count a failure, or forgive this address's failures and remember it as the account's."""
+        await db.execute(SETTLE_ATTEMPT, attempt.account, attempt.address, attempt.known, succeeded)
 
 
 class Auth:
@@ -200,8 +221,6 @@ class Auth:
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal of an `Authorization` header's bearer token; else 401 (or 503 when the
         revocations are out of date)."""
-        if authorization is None:
-            raise _unauthorized("missing_token", "this route needs a bearer token (POST /auth/token)", "Bearer")
         # Heaven gives a list for a header sent twice. The scheme's case does not matter (RFC 9110).
         if type(authorization) is str and authorization[:7].lower() == "bearer ":
             principal = self.tokens.read(authorization[7:], time.time())
@@ -209,8 +228,31 @@ class Auth:
                 if self._stale:
                     raise DatabaseUnavailable(TimeoutError(f"revocations not read for {STALE_AFTER} s"))
                 return principal
+        raise self._refuse(authorization)
+
+    def _refuse(self, authorization) -> HTTPError:
+        # Off the path of a good token: why this one was refused, for the log only; the client gets
+        # one answer for every bad token. Never a piece of the token itself.
+        if authorization is None:
+            log.info("token refused: no Authorization header")
+            return _unauthorized("missing_token", "this route needs a bearer token (POST /auth/token)", "Bearer")
+        if type(authorization) is not str:
+            reason = "Authorization header sent more than once"
+        elif authorization[:7].lower() != "bearer ":
+            reason = "not a Bearer token"
+        else:
+            token = authorization[7:]
+            principal = self.tokens.read(token, time.time())
+            if principal is None:
+                reason = self.tokens.refusal(token, time.time())
+            elif principal.token_id in self.revocations.tokens:
+                reason = f"signed out (user {principal.id})"
+            else:
+                reason = f"revoked: user {principal.id} changed (password, role, active or deleted) since"
+        log.info("token refused: %s", reason)
         # One answer for every bad token: altered, expired, signed out, or its user changed.
-        raise _unauthorized("invalid_token", "the token is invalid, expired or revoked", 'Bearer error="invalid_token"')
+        challenge = 'Bearer error="invalid_token"'
+        return _unauthorized("invalid_token", "the token is invalid, expired or revoked", challenge)
 
     def require_user(self, req, ctx) -> None:
         """The guard of a route that needs a token."""
@@ -229,12 +271,16 @@ class Auth:
         An unknown email is checked against a decoy hash, so that it takes as long to refuse as
         a wrong password. A hash made with old parameters is made again with the current ones.
         """
-        keys = await self.throttle.attempt(db, email, address)
-        user = await db.fetchrow(SELECT_SIGN_IN, email)
-        hashed = user["password_hash"] if user is not None else None
-        if not await self.passwords.verify(hashed, password) or not user["is_active"]:
+        attempt = await self.throttle.attempt(db, email, address)
+        succeeded = False
+        try:
+            user = await db.fetchrow(SELECT_SIGN_IN, email)
+            hashed = user["password_hash"] if user is not None else None
+            succeeded = await self.passwords.verify(hashed, password) and user["is_active"]
+        finally:  # an error or a cancelled request counts as a failure, as an attempt not settled would
+            await self.throttle.settle(db, attempt, succeeded)
+        if not succeeded:
             return None
-        await self.throttle.succeeded(db, keys)
         if self.passwords.needs_rehash(hashed):
             await db.execute(UPDATE_HASH, user["id"], hashed, await self.passwords.hash(password))
         return user
@@ -282,16 +328,39 @@ class Auth:
         try:
             async with asyncio.timeout(STALE_AFTER):
                 await self._db.execute(DELETE_EXPIRED_REVOCATIONS, self.ttl)
+                await self._db.execute(DELETE_OLD_COUNTS, self.throttle.window)
+                await self._db.execute(DELETE_OLD_KNOWN, self.throttle.known_for)
                 await self._db.execute(DELETE_OLD_FAILURES, self.throttle.window)
         except Exception as exc:  # a read-only or busy database: the rows wait for the next sweep
             log.info("could not sweep expired revocations and failures: %s", type(exc).__name__)
 
 
-def _reason(exc: Exception) -> str:
-    # A Postgres error's message names a table or a statement, never a password; a connection error only its type.
+# Why Postgres could not be read, in words, by the error's type (the first of its classes found here).
+_TROUBLE = {
+    FileNotFoundError: "no Postgres at that Unix socket (the socket file is missing: is the server running?)",
+    ConnectionRefusedError: "Postgres refused the connection (nothing listens at that address and port)",
+    TimeoutError: "Postgres did not answer in time",
+    ConnectionResetError: "Postgres closed the connection",
+    asyncpg.CannotConnectNowError: "Postgres is starting up or shutting down",
+    asyncpg.InvalidPasswordError: "Postgres refused the user name or password",
+    asyncpg.InvalidAuthorizationSpecificationError: "Postgres refused the user name or password",
+    asyncpg.TooManyConnectionsError: "Postgres has no connection free",
+    asyncpg.ConnectionDoesNotExistError: "the connection to Postgres was lost",
+    asyncpg.UndefinedTableError: "a table is missing: were the migrations applied?",
+    OSError: "Postgres cannot be reached",
+}
+
+
+def _reason(exc: BaseException) -> str:
+    # Words first, then the type for a search. A Postgres error's message names a table or a
+    # statement, never a password; a connection error's may name a path or host, so only its type.
     if isinstance(exc, DatabaseUnavailable):
-        return type(exc.cause).__name__
-    return f"{type(exc).__name__}: {exc}" if isinstance(exc, asyncpg.PostgresError) else type(exc).__name__
+        exc = exc.cause
+    kind = type(exc).__name__
+    for cause, words in _TROUBLE.items():
+        if isinstance(exc, cause):
+            return f"{words} ({kind})"
+    return f"{kind}: {exc}" if isinstance(exc, asyncpg.PostgresError) else kind
 
 
 def _unauthorized(code: str, detail: str, challenge: str) -> HTTPError:
@@ -312,7 +381,9 @@ async def create_token(req, res, ctx):
     """Sign in: a bearer token for this email and password.
 
     An unknown email and a wrong password get the same 401, in about the same time. Repeated
-    failures for one email, or from one address, get 429 with `Retry-After`.
+    failures get 429 with `Retry-After`: from one address, for one account from one address, and
+    for one account from every address it was never signed in from; an address it was signed in
+    from is not locked out by guesses made elsewhere.
     """
     credentials = read(req, decode_credentials)
     auth, db = ctx.peek(AUTH), ctx.peek(DB)

@@ -96,6 +96,20 @@ class Tokens:
             self._read[token] = principal
         return principal if principal.issued_at + self.ttl > now else None
 
+    def refusal(self, token: str, now: float) -> str:
+        """Why `read` refuses a token, in words for a log: it names no part of the token."""
+        claims, _, signature = token.rpartition(".")
+        parts = claims.split(".")
+        well_formed = len(parts) == 4 and all(part.isascii() and part.isdigit() for part in parts[:3])
+        if not well_formed or len(signature) != 64:
+            return f"malformed (not one of ours: {len(token)} characters)"
+        principal = self._verify(token)
+        if principal is None:
+            return "bad signature (altered, or signed with a secret no longer in TOKEN_SECRET)"
+        if principal.issued_at + self.ttl <= now:
+            return f"expired {now - principal.issued_at - self.ttl:.0f} s ago (user {principal.id})"
+        return "accepted"
+
     def _verify(self, token: str) -> Principal | None:
         claims, _, signature = token.rpartition(".")
         if not signature.isascii():  # compare_digest compares ASCII strings only

@@ -63,6 +63,12 @@ class AccountPatch(Struct, forbid_unknown_fields=True):
             self.email = normal_email(self.email)
 
 
+# The document says what the handler checks: a `password` comes with a `current_password` (JSON
+# Schema's dependentRequired; msgspec keeps the schema and leaves the check to update_account).
+AccountChange = Annotated[
+    AccountPatch, Meta(extra_json_schema={"dependentRequired": {"password": ["current_password"]}})
+]
+
 decode_new_user = msgspec.json.Decoder(NewUser).decode
 decode_user_patch = msgspec.json.Decoder(UserPatch).decode
 decode_account_patch = msgspec.json.Decoder(AccountPatch).decode
@@ -158,13 +164,15 @@ async def get_account(req, res, ctx):
 
 
 @documented(
-    body=AccountPatch, responses={200: User, 400: Error, 403: Error, 404: Error, 409: Error, 413: Error, 422: Error}
+    body=AccountChange,
+    responses={200: User, 400: Error, 403: Error, 404: Error, 409: Error, 413: Error, 422: Error, 429: Error},
 )
 async def update_account(req, res, ctx):
     """Change your own email, name or password.
 
-    A new `password` needs `current_password` (403 if it is wrong; wrong guesses count as failed
-    sign-ins), and signs out every token of yours, this one included: sign in again with it.
+    A new `password` needs `current_password` (422 without it, 403 if it is wrong; wrong guesses
+    count as failed sign-ins, and too many get 429 with `Retry-After`), and signs out every token of
+    yours, this one included: sign in again with it.
     """
     user_id = ctx.peek(USER).id
     patch = read(req, decode_account_patch)
