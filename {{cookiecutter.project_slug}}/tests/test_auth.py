@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ADMIN, FAST_HASHING, PASSWORD, SECRET, admin_command, eventually, sign_in, sign_up
+from {{ cookiecutter.package_name }}.auth import AUTH
 from {{ cookiecutter.package_name }}.passwords import Passwords
 from {{ cookiecutter.package_name }}.tokens import SELECT_CUTOFF, VOID_USER_TOKENS, Tokens
 
@@ -409,6 +410,21 @@ async def test_a_hash_made_with_old_parameters_is_remade_at_sign_in_and_tokens_l
         new = await conn.fetchval("SELECT password_hash FROM users WHERE id = $1", me["id"])
         assert ",t=2," in new and new != old
         assert (await http.get("/users/me", headers=user.headers)).status_code == 200  # not a password change
+
+
+async def test_a_rehash_that_finds_the_hash_lane_full_waits_for_a_later_sign_in(user, conn, serve, new_app):
+    me = (await user.get("/users/me")).json()
+    old = await conn.fetchval("SELECT password_hash FROM users WHERE id = $1", me["id"])
+    # New parameters (a rehash is due) under which a hash takes about a second, one of two threads for
+    # hashes, and no waiting for one: a hash under way fills the lane, and the rehash would be refused.
+    app = new_app(argon2_time_cost=3, argon2_memory_kib=262_144, hash_threads=2, hash_wait=0.1)
+    async with httpx.AsyncClient(base_url=await serve(app=app)) as http:
+        under_way = asyncio.create_task(app.peek(AUTH.name).passwords.hash("a sign-up elsewhere"))
+        await asyncio.sleep(0)  # it takes the lane's thread
+        assert await sign_in(http, "user@example.com")
+        assert not under_way.done()
+        assert await conn.fetchval("SELECT password_hash FROM users WHERE id = $1", me["id"]) == old
+        await under_way
 
 
 def test_an_unknown_email_takes_as_long_to_refuse_as_a_wrong_password(migrated, spawn):

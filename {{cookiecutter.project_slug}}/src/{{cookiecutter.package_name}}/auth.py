@@ -1,6 +1,7 @@
 """Sign-in: the plugin that guards every route not marked public, issues and revokes tokens, and throttles guessing."""
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from heaven.context import Key
 from msgspec import Meta, Struct
 
 from .docs import Error, documented
-from .passwords import Passwords
+from .passwords import Passwords, PasswordsBusy
 from .postgres import DB, DatabaseUnavailable
 from .resources import Email, normal_email
 from .tokens import DELETE_EXPIRED_REVOCATIONS, INSERT_REVOCATION, Principal, Revocations, Tokens
@@ -282,7 +283,9 @@ class Auth:
         if not succeeded:
             return None
         if self.passwords.needs_rehash(hashed):
-            await db.execute(UPDATE_HASH, user["id"], hashed, await self.passwords.hash(password))
+            # A rehash is a sign-up's kind of work; when that lane is full, the next sign-in makes it.
+            with contextlib.suppress(PasswordsBusy):
+                await db.execute(UPDATE_HASH, user["id"], hashed, await self.passwords.hash(password))
         return user
 
     def _rule(self, handler):
