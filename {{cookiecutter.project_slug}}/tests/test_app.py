@@ -115,3 +115,15 @@ async def test_a_header_that_is_not_utf8_is_a_json_400(client):
         assert response.status_code == 400, response.text
         assert response.json()["error"] == "malformed_header"
     assert (await client.get("/health", headers={"x-note": "caf\u00e9".encode()})).status_code == 200
+
+
+async def test_options_on_a_route_is_204_and_its_allow_lists_options(client):
+    # RFC 9110: OPTIONS asks what a route takes, and what answers it is one of those methods.
+    response = await client.options("/users")
+    assert response.status_code == 204 and response.content == b"", response.text
+    assert response.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+    assert response.headers["x-request-id"]
+    # A 405 lists it too; a path that is no route is still a 404.
+    refused = await client.put("/users/me")
+    assert refused.status_code == 405 and refused.headers["allow"] == "DELETE, GET, HEAD, OPTIONS, PATCH"
+    assert (await client.options("/nothing/here")).status_code == 404

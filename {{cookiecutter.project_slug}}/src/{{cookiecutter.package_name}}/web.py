@@ -106,7 +106,8 @@ class App(Router):
     - An exception escaping a handler becomes a JSON error: its own status for an HTTPError, 500
       for anything else, logged with its traceback and sent to the client only in debug.
     - 404, 405 and 413 answered by Heaven's router are JSON as well, and so is the 400 of a header
-      that is not UTF-8, which Heaven cannot read.
+      that is not UTF-8, which Heaven cannot read. OPTIONS on a route is a 204 whose `Allow` lists
+      its methods.
     - Every response carries an `X-Request-ID`: the client's when it is sane, else a new one; it is
       on every log line about the request (logs.py).
     - `observe(fn)` calls `fn(scope, res, route, seconds)` once each request is answered; with
@@ -323,12 +324,21 @@ class _JSONRoutes(Routes):
             await super().xhooks(hookstore, methodstore, matched, r, w, c, before)
 
     def unmatched(self, scope, method, route, w):
-        w = super().unmatched(scope, method, route, w)
-        if scope["type"] == "http":
-            if w.status == 405:
-                send(w, {"error": "method_not_allowed", "detail": f"{method} is not allowed on {route}"}, 405)
-            else:
-                send(w, {"error": "not_found", "detail": f"nothing at {route}"}, 404)
+        if scope["type"] != "http":
+            return super().unmatched(scope, method, route, w)
+        allowed = self.allowed(route)
+        if not allowed:
+            send(w, {"error": "not_found", "detail": f"nothing at {route}"}, 404)
+            return w
+        # OPTIONS asks which methods a route takes (RFC 9110, 9.3.7): it is answered for every route
+        # that exists, so it is one of them, in this answer's Allow and in every 405's.
+        allowed.add("OPTIONS")
+        allow = ", ".join(sorted(allowed))
+        if method == "OPTIONS":
+            w.status, w.body = 204, b""
+        else:
+            send(w, {"error": "method_not_allowed", "detail": f"{method} is not allowed on {route}"}, 405)
+        w.headers = "Allow", allow
         return w
 
     async def buffer(self, r, receive, w, application):
