@@ -61,7 +61,15 @@ def Text(max_length: int, *, min_length: int = 1, multiline: bool = False, descr
     lets in tabs and line breaks (\\t, \\n, \\r). Use it as a type: `title: Text(200)`."""
     # Multiline lets in \t, \n and \r; one line refuses the line and paragraph separators as well.
     refused = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f" if multiline else _CONTROL + r"\u2028\u2029"
-    meta = Meta(pattern=rf"^[^{refused}]*{_END}", min_length=min_length, max_length=max_length, description=description)
+    # What a 422 says of a mismatch (web.py), in place of the pattern.
+    mismatch = "may hold no control character" if multiline else "must be one line, with no control character"
+    meta = Meta(
+        pattern=rf"^[^{refused}]*{_END}",
+        min_length=min_length,
+        max_length=max_length,
+        description=description,
+        extra={"mismatch": mismatch},
+    )
     return Annotated[str, meta]
 
 
@@ -75,6 +83,7 @@ Email = Annotated[
         max_length=254,
         description="an address with one @ and a dot after it, no space or control character; "
         "spaces around it are trimmed",
+        extra={"mismatch": "is not a valid email address"},
     ),
 ]
 
