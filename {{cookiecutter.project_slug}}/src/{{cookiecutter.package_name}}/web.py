@@ -109,6 +109,7 @@ _JSON_TYPES = {
     "datetime": "a date and time (RFC 3339)",
 }
 _BOUNDS = {">=": "at least", ">": "more than", "<=": "at most", "<": "less than"}
+_UNITS = {"str": "character", "bytes": "byte", "object": "field", "array": "item"}
 
 
 def _invalid(exc: msgspec.ValidationError, kind: Any = None) -> HTTPError:
@@ -139,7 +140,8 @@ def _invalid(exc: msgspec.ValidationError, kind: Any = None) -> HTTPError:
     if bound:
         limit = bound.group("limit")
         if " of length " in rest[: bound.end()]:
-            limit += " character" if limit == "1" else " characters"
+            unit = _UNITS.get(kind_name, "item")
+            limit += f" {unit}" if limit == "1" else f" {unit}s"
         return HTTPError(422, "invalid", f"{subject} must be {_BOUNDS[bound.group('op')]} {limit}", field)
     return HTTPError(422, "invalid", f"{subject} must be {wanted}{rest}", field)
 
