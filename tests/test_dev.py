@@ -1,5 +1,5 @@
-"""The no-Docker loop: `python -m <package>.dev` starts its own Postgres, says where it is, shares it with `migrate`,
-and applies a new migration when it reloads."""
+"""The no-Docker loop: `python -m <package>.dev` starts its own Postgres quietly, says once where everything is,
+shares its database with `migrate`, applies a new migration when it reloads, and logs a line a person reads."""
 
 import asyncio
 import contextlib
@@ -41,7 +41,8 @@ def test_dev_serves_migrates_and_shares_its_own_postgres(bake):
     process = subprocess.Popen(
         [sys.executable, "-m", f"{project.package}.dev", "--port", str(port)],  # with reload, as people run it
         cwd=project.path,
-        env=project.env(),  # no DATABASE_URL, no TEST_DATABASE_URL
+        # No DATABASE_URL, no TEST_DATABASE_URL; lines for a person, as a terminal would get without asking.
+        env=project.env(LOG_FORMAT="console"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -68,9 +69,21 @@ def test_dev_serves_migrates_and_shares_its_own_postgres(bake):
         assert token.status_code == 200, token.text
         me = httpx.get(f"{base}/users/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
         assert me.status_code == 200 and me.json()["email"] == "dev@example.com", me.text
+        # Before it is ready: a banner saying where everything is, and little else (pgserver's initdb and pg_ctl
+        # transcripts and platformdirs' XDG_RUNTIME_DIR warning were 22 lines and 6,207 characters of JSON).
+        text = "".join(output)
+        before_ready = text[: text.index("Application startup complete")].splitlines()
+        assert len(before_ready) <= 16 and len("".join(before_ready)) < 2000, text
+        assert "initdb" not in text and "pg_ctl" not in text and "XDG_RUNTIME_DIR" not in text, text
+        base_url = f"http://127.0.0.1:{port}"
+        assert f"  service  {base_url}\n" in text and f"  docs     {base_url}/docs\n" in text
+        assert "  data     .pgdata/, kept between runs\n" in text
+        assert f"The first admin: python -m {project.package}.admin you@example.com" in text
+        # Each request is one short line: time, level, method, path, status, milliseconds, request id.
+        assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} INFO    GET /users 401 [\d.]+ ms #\d+$", text, re.MULTILINE), text
         # It says where its Postgres is: a URL to paste, the one it recorded for other commands.
-        printed = re.search(r"^DATABASE_URL=(\S+)", "".join(output), re.MULTILINE)
-        assert printed, "".join(output)
+        printed = re.search(r"^DATABASE_URL=(\S+)", text, re.MULTILINE)
+        assert printed, text
         url = printed.group(1)
         assert f"DATABASE_URL={url}\n" in (project.path / ".dev.env").read_text()
         assert has_table(url, "users")
@@ -93,6 +106,7 @@ def test_dev_serves_migrates_and_shares_its_own_postgres(bake):
     text = "".join(output)
     assert process.returncode == 0, text
     assert "0001_users.sql" in text and "0003_notes.sql" in text
+    assert text.count("/docs\n") == 1, text  # the banner, once: not again when the server reloads
     # The Postgres it started lives in .pgdata/ and stopped with it; the file naming it is gone.
     data = project.path / ".pgdata"
     assert (data / "PG_VERSION").is_file()

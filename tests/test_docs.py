@@ -4,6 +4,7 @@ page a browser renders offline and signs in from."""
 import contextlib
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def test_the_openapi_document_is_valid_and_carries_the_structs(running):
 
 
 @needs(CHROMIUM, "chromium")
-def test_a_headless_browser_sees_the_users_routes_on_docs(running, tmp_path):
+def test_a_headless_browser_sees_the_users_routes_on_docs(running, default_project, tmp_path):
     result = subprocess.run(
         [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", f"{running.url}/docs"],
         capture_output=True,
@@ -111,6 +112,18 @@ def test_a_headless_browser_sees_the_users_routes_on_docs(running, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for text in ("/users", "/users/{id}", "/users/me", "/auth/token", "NewUser", "POST", "PATCH", "DELETE"):
         assert text in dom, text
+    # The project's name, as it was given, heads the page; each operation's heading is its short summary,
+    # sign-in before sign-out; the rest of its docstring is its description, with `code` as code.
+    name = default_project.answers["project_name"]
+    assert f"<title>{name}" in dom and f"<h1>{name}</h1>" in dom
+    headings = re.findall(r'<h1 class="op-title">([^<]*)</h1>', dom)
+    assert headings[:2] == ["Sign in", "Sign out"] and "Sign up" in headings, headings
+    assert all(len(heading) <= 60 for heading in headings), headings
+    assert "as <code>after</code> for the next page" in dom
+    # Each answer's example is its success status's: a 201 a user, a 204 no body.
+    cards = dict(re.findall(r'id="(op-\d+)-response">.*?<span class="status-pill">(\d+)</span>', dom, re.DOTALL))
+    statuses = [cards[op] for op in re.findall(r'<section class="operation" id="(op-\d+)"', dom)]
+    assert statuses[:2] == ["200", "204"] and "201" in statuses, statuses
     # The page came from the service alone: nothing it loads lives elsewhere.
     assert 'src="http' not in dom and 'href="http' not in dom
 

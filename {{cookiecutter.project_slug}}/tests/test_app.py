@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from heaven.constants import DEFAULT
 
 import {{ cookiecutter.package_name }}
@@ -115,3 +116,51 @@ async def test_a_header_that_is_not_utf8_is_a_json_400(client):
         assert response.status_code == 400, response.text
         assert response.json()["error"] == "malformed_header"
     assert (await client.get("/health", headers={"x-note": "caf\u00e9".encode()})).status_code == 200
+
+
+async def test_options_on_a_route_is_204_and_its_allow_lists_options(client):
+    # RFC 9110: OPTIONS asks what a route takes, and what answers it is one of those methods.
+    response = await client.options("/users")
+    assert response.status_code == 204 and response.content == b"", response.text
+    assert response.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+    assert response.headers["x-request-id"]
+    # A 405 lists it too; a path that is no route is still a 404.
+    refused = await client.put("/users/me")
+    assert refused.status_code == 405 and refused.headers["allow"] == "DELETE, GET, HEAD, OPTIONS, PATCH"
+    assert (await client.options("/nothing/here")).status_code == 404
+
+
+GOOD = {"email": "n@example.com", "name": "N", "password": "long enough"}
+
+
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        ({"email": "not-an-email"}, "email is not a valid email address"),
+        ({"name": "N\n"}, "name must show something and hold no control character or line break"),
+        ({"name": "\u200b"}, "name must show something and hold no control character or line break"),
+        ({"password": "short"}, "password must be at least 8 characters"),
+        ({"name": 5}, "name must be a string, not an integer"),
+        ({"name": None}, "name is required"),  # None: left out
+        ({"role": "admin"}, "role is not a field of this request"),
+    ],
+)
+async def test_an_invalid_field_gets_a_short_sentence_naming_it(client, change, detail):
+    body = {key: value for key, value in {**GOOD, **change}.items() if value is not None}
+    response = await client.post("/users", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json() == {"error": "invalid", "detail": detail, "field": next(iter(change))}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        (b"[]", 422, "the body must be an object, not an array"),
+        (b"", 400, "the body is empty: send a JSON object"),
+        (b'{"name": "N', 400, "the JSON ends too early: a bracket, brace or string is not closed"),
+    ],
+)
+async def test_a_body_that_is_no_json_object_says_what_it_is(client, body, status, detail):
+    response = await client.post("/users", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    assert response.json() == {"error": "invalid" if status == 422 else "malformed_json", "detail": detail}

@@ -3,7 +3,7 @@
 import msgspec
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.docs import BEARER, METHODS, openapi
+from {{ cookiecutter.package_name }}.docs import BEARER, METHODS, PROJECT, openapi
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.users import NewUser, User, UserPatch
 
@@ -112,3 +112,29 @@ async def test_the_page_needs_nothing_from_elsewhere(client):
     assert "/users" in page and "NewUser" in page
     assert "Bearer " in page  # signing in on the page signs in its later requests (docs.SIGN_IN_SCRIPT)
     assert 'src="http' not in page and 'href="http' not in page
+
+
+def test_a_docstring_is_a_short_summary_and_a_description_in_reading_order():
+    app = create_app(Settings())  # builds the routes; connects to nothing
+
+    async def remove_thing(req, res, ctx):
+        """Remove a thing: 204, or 404 if there is none. Its `id` is
+        never used again.
+
+        Only its owner may."""
+
+    async def list_things(req, res, ctx):
+        """Things, a page at a time."""
+
+    app.DELETE("/things/:id", remove_thing)
+    app.GET("/things", list_things)
+    document = openapi(app)
+    assert document["info"]["title"] == PROJECT["name"] != PROJECT["distribution"]
+    remove = document["paths"]["/things/{id}"]["delete"]
+    assert remove["summary"] == "Remove a thing"
+    assert remove["description"] == "204, or 404 if there is none. Its `id` is never used again.\n\nOnly its owner may."
+    assert "description" not in document["paths"]["/things"]["get"]
+    # By group, then path, then list or read, create, change, delete: sign-in before sign-out.
+    order = [f"{method.upper()} {path}" for path, methods in document["paths"].items() for method in methods]
+    assert order.index("POST /auth/token") < order.index("DELETE /auth/token") < order.index("GET /users")
+    assert order.index("GET /things") < order.index("DELETE /things/{id}")

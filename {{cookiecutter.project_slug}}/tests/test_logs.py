@@ -3,19 +3,23 @@ every line about a request and on every response, tracebacks rate-limited, lines
 count (never waited for) when stderr is blocked, none lost when the loop that made them ends."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import pty
 import re
+import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
 
 from conftest import ADMIN, make_admin, sign_in
 from {{ cookiecutter.package_name }} import logs
-from {{ cookiecutter.package_name }}.logs import JSONFormatter, access
+from {{ cookiecutter.package_name }}.logs import Console, JSONFormatter, access
 from {{ cookiecutter.package_name }}.web import HTTPError, send
 
 GENERATED = re.compile(r"[0-9a-f]{12}-[0-9]+")
@@ -239,3 +243,55 @@ def test_a_traceback_stays_on_one_line():
     assert entry["message"] == "failed here"
     assert "ValueError: boom" in entry["exception"]
     assert entry["time"].endswith("Z") and "request_id" not in entry
+
+
+async def test_console_lines_are_short_and_tracebacks_print_as_tracebacks(failing, capsys, monkeypatch):
+    # LOG_FORMAT=console, or stderr a terminal (below): what a person reads, here without colour.
+    monkeypatch.setattr(logs.writer, "render", Console(colour=False).render)
+    logs.writer.flush()
+    capsys.readouterr()
+    assert (await failing.get("/boom", headers={"x-request-id": "trace-me"})).status_code == 500
+    assert (await failing.get("/health")).status_code == 200
+    logs.writer.flush()
+    text = capsys.readouterr().err
+    clock = r"\d\d:\d\d:\d\d\.\d{3}"
+    assert re.search(rf"^{clock} WARNING about to fail \(\S+\.test\) #trace-me$", text, re.M), text
+    failed = re.search(
+        rf"^{clock} ERROR   unhandled error in GET /boom \(\S+\) #trace-me\nTraceback \(most", text, re.M
+    )
+    assert failed and "\nRuntimeError: boom\n" in text, text
+    assert re.search(rf"^{clock} INFO    GET /boom 500 [\d.]+ ms #trace-me$", text, re.M), text
+    assert re.search(rf"^{clock} INFO    GET /health 200 [\d.]+ ms #\d+$", text, re.M), text  # its own id, shortened
+    assert '"request_id"' not in text  # not one JSON line
+
+
+@pytest.mark.parametrize(
+    ("terminal", "log_format", "console"),
+    [(True, None, True), (True, "json", False), (False, None, False), (False, "console", True)],
+)
+def test_a_terminal_gets_coloured_lines_and_anything_else_json(terminal, log_format, console):
+    script = (
+        "import logging; from {{ cookiecutter.package_name }} import logs; logs.configure('INFO'); "
+        "logging.getLogger('{{ cookiecutter.package_name }}.x').warning('look here'); logs.writer.flush()"
+    )
+    environ = {key: value for key, value in os.environ.items() if key not in ("LOG_FORMAT", "NO_COLOR")}
+    environ["PYTHONPATH"] = str(Path(logs.__file__).parents[1])
+    if log_format:
+        environ["LOG_FORMAT"] = log_format
+    main, other = pty.openpty() if terminal else os.pipe()
+    try:
+        child = subprocess.run([sys.executable, "-c", script], stderr=other, env=environ, timeout=30, check=False)
+        os.close(other)
+        written = b""
+        with contextlib.suppress(OSError):  # a pty whose other end closed reads EIO, not b""
+            while chunk := os.read(main, 65536):
+                written += chunk
+    finally:
+        os.close(main)
+    assert child.returncode == 0, written
+    text = written.decode()
+    if console:
+        assert re.fullmatch(r"\S*\d\d:\d\d:\d\d\.\d{3}\S* \S*WARNING\S* +look here \S*\(\S+\.x\)\S*\r?\n", text), text
+        assert ("\x1b[33m" in text) is terminal  # coloured for a terminal only
+    else:
+        assert json.loads(text)["message"] == "look here"

@@ -7,10 +7,13 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
+import httpx
 import msgspec
 import pytest
 from heaven import Router
 
+from conftest import settings_for
+from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.postgres import (
     DB,
     BindError,
@@ -326,7 +329,7 @@ async def test_credentials_refused_while_reconnecting_are_503_and_one_outage(rol
             assert db.outages == 1  # not declared over and begun again while the role was refused
         warnings = [r.getMessage() for r in logged if r.levelno == logging.WARNING]
         assert len(warnings) == 2, warnings
-        assert "is unreachable (InvalidAuthorizationSpecificationError" in warnings[0]
+        assert "is unreachable: the database refused the login (InvalidAuthorizationSpecificationError" in warnings[0]
         assert "answers again" in warnings[1] and "3 requests refused" in warnings[1]
         assert role.password not in " ".join(warnings)
 
@@ -356,3 +359,26 @@ async def test_the_pools_reconnect_retries_are_one_line_then_quiet_during_the_ou
     assert len(retries) == 1 and retries[0].exc_info is None  # one line, its traceback left out
     assert "InvalidAuthorizationSpecificationError" in retries[0].getMessage()
     assert len([r for r in logged if "is unreachable" in r.getMessage()]) == 1
+
+
+async def test_a_503_says_why_in_words_and_when_to_try_again(serve, tmp_path):
+    # A Unix socket that is gone (its server stopped, its folder removed): the commonest local outage.
+    app = create_app(settings_for(f"postgresql://app@/appdb?host={tmp_path / 'gone'}", pool_min_size=0))
+    db = app.peek(DB.name)
+    with records("{{ cookiecutter.package_name }}.postgres", db) as logged:
+        async with httpx.AsyncClient(base_url=await serve(app=app)) as http:
+            response = await http.post("/users", json={"email": "s@example.com", "name": "S", "password": "x" * 12})
+            health = await http.get("/health")
+
+            async def confirmed() -> bool:
+                return db.outages == 1
+
+            await eventually(confirmed)
+    assert response.status_code == 503 and response.headers["retry-after"] == "2"
+    assert response.json() == {
+        "error": "database_unavailable",
+        "detail": "the database's socket is gone; try again in 2 s",
+    }
+    assert health.status_code == 503 and health.headers["retry-after"] == "2"
+    (warning,) = [r.getMessage() for r in logged if "is unreachable" in r.getMessage()]
+    assert "is unreachable: the database's socket is gone (FileNotFoundError" in warning, warning

@@ -59,8 +59,9 @@ def create_app(settings: Settings) -> App:
 
 
 def configure_logging(level: str) -> None:
-    """Every log record of the process, uvicorn's and asyncpg's included, to stderr at `level` as
-    one JSON object a line, written off the request path (logs.py)."""
+    """Every log record of the process, uvicorn's and asyncpg's included, to stderr at `level`, written
+    off the request path: one JSON object a line, or a short line for a person when stderr is a
+    terminal or LOG_FORMAT=console (logs.py)."""
     logs.configure(level)
 
 

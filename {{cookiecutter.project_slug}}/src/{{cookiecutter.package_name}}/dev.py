@@ -9,6 +9,7 @@ applies the migrations not applied yet. While it runs, .dev.env names its databa
 import argparse
 import logging
 import os
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,6 +17,7 @@ import asyncpg
 import uvicorn
 
 from .app import create_app
+from .docs import PROJECT
 from .migrate import migrate
 from .settings import DEV_ENV, Settings
 from .web import App
@@ -26,6 +28,11 @@ PACKAGE = Path(__file__).parent
 
 def local_postgres(data: Path) -> str:
     """Start (or find running) a Postgres keeping its data in `data`; returns its URL."""
+    # pgserver logs every initdb and pg_ctl run with its whole transcript, at INFO; platformdirs warns
+    # that XDG_RUNTIME_DIR is unset (most containers and CI). Neither tells a person anything here:
+    # a failure still raises, with its output.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdirs")
     import pgserver  # a dev dependency: Postgres binaries in a wheel, no system install needed
 
     return pgserver.get_server(data.resolve(), cleanup_mode="stop").get_uri()
@@ -75,6 +82,21 @@ def record(database_url: str, path: Path) -> None:
     path.chmod(0o600)  # it may hold a password, as .env does
 
 
+def banner(url: str, database_url: str, data: Path | None, reload: bool) -> str:
+    """What dev prints once as it starts: where to call it, its database, how to make the first admin."""
+    where = f"{data}/, kept between runs" if data else "the server of DATABASE_URL, from the environment"
+    return "\n".join(
+        [
+            f"{PROJECT['name']}, served by dev{' (reloads when a .py or .sql file changes)' if reload else ''}",
+            f"  service  {url}",
+            f"  docs     {url}/docs",
+            f"  data     {where}",
+            f"DATABASE_URL={shown(database_url)}  (in {DEV_ENV} while dev runs)",
+            f"The first admin: python -m {__package__}.admin you@example.com  (asks for a password)",
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -82,8 +104,10 @@ def main() -> None:
     parser.add_argument("--no-reload", dest="reload", action="store_false")
     args = parser.parse_args()
 
-    database_url = os.environ.get("DATABASE_URL") or local_postgres(Path(".pgdata"))
-    print(f"DATABASE_URL={shown(database_url)}  (in {DEV_ENV} while dev runs)", flush=True)
+    data = None if os.environ.get("DATABASE_URL") else Path(".pgdata")
+    database_url = os.environ.get("DATABASE_URL") or local_postgres(data)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(banner(f"http://{host}:{args.port}", database_url, data, args.reload), flush=True)
     # The server, each process a reload starts, and other commands run here read it from these.
     os.environ["DATABASE_URL"] = database_url
     record(database_url, Path(DEV_ENV))

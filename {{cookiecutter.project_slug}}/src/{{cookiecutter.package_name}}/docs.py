@@ -2,18 +2,23 @@
 read and answer, and /docs, Heaven's self-contained reference page showing that same document."""
 
 import functools
+import json
+import re
 from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
+from importlib.resources import files
 from typing import Any
 
 import msgspec
 from heaven.constants import DEFAULT
-from heaven.docs import get_docs_html
+from heaven.docs import _example_value, _highlight_json, _highlighted_lines, get_docs_html
+from markupsafe import Markup, escape
 from msgspec import UNSET, Struct, UnsetType
 
 from .resources import Id
 
-TITLE = "{{ cookiecutter.project_slug }}"
+# The project's name and one line about it, as given when it was made (a data file, so no .py holds them).
+PROJECT = json.loads(files(__package__).joinpath("project.json").read_text(encoding="utf-8"))
 ROUTE = "/docs"
 JSON_ROUTE = f"{ROUTE}/openapi.json"
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE"}
@@ -102,11 +107,11 @@ def openapi(app) -> dict[str, Any]:
     for name in {op.query.__name__ for op in operations if op.query is not None}:
         components.pop(name, None)  # described as parameters, not as a schema of its own
     paths: dict[str, dict] = {}
-    for entry, op in zip(entries, operations, strict=True):
+    for entry, op in sorted(zip(entries, operations, strict=True), key=_reading_order):
         path, parameters = _path(entry["route"])
         if op.query is not None:
             parameters += _query_parameters(op.query)
-        summary, _, description = (entry["docstring"] or "").strip().partition("\n")
+        summary, description = _summary(entry["docstring"] or "")
         responses = {**DEFAULT_RESPONSES, **_body_responses(op), **op.responses}
         security = _security(entry["handler"]) if app.guarded else None
         if security:  # a token is needed: 401 without one, 403 without the role
@@ -124,8 +129,8 @@ def openapi(app) -> dict[str, Any]:
         }
         if security is not None:
             operation["security"] = security
-        if description.strip():
-            operation["description"] = description.strip()
+        if description:
+            operation["description"] = description
         if parameters:
             operation["parameters"] = parameters
         if op.body is not None:
@@ -134,14 +139,23 @@ def openapi(app) -> dict[str, Any]:
         paths.setdefault(path, {})[entry["method"].lower()] = operation
     return {
         "openapi": "3.1.0",
-        "info": {"title": TITLE, "version": _version()},
+        "info": {"title": PROJECT["name"], "description": PROJECT["description"], "version": _version()},
         "paths": paths,
         "components": {"schemas": components, **({"securitySchemes": BEARER} if app.guarded else {})},
     }
 
 
+# Code spans in descriptions, which Heaven's page has no style for.
+PAGE_STYLE = """
+.op-description code { font-family: var(--mono); font-size: 0.9em; padding: 0 0.3em; border-radius: 4px;
+  background: rgba(127, 127, 127, 0.15); }
+"""
+
+
 def page(document: dict[str, Any]) -> str:
-    """Heaven's reference page (inline CSS and JS, no CDN) for `document`."""
+    """Heaven's reference page (inline CSS and JS, no CDN) for `document`: each operation's summary
+    as its heading, its description below with `code` shown as code, and the example answer of
+    its success status (201 a User, 204 no body), where Heaven shows a 200's."""
     operations = [
         {
             "method": method.upper(),
@@ -149,16 +163,79 @@ def page(document: dict[str, Any]) -> str:
             "route": path,
             "subdomain": DEFAULT,
             "group": operation["tags"][0],
-            "docstring": operation.get("description", ""),
+            # Heaven escapes what it is given: a description rendered here is Markup, shown as is.
+            "docstring": _markdown(operation.get("description", "")),
             "has_schema": True,
-            "operation": operation,
+            "operation": {key: value for key, value in operation.items() if key != "description"},
         }
         for path, methods in document["paths"].items()
         for method, operation in methods.items()
     ]
     info = document["info"]
     html = get_docs_html(info["title"], info["version"], None, JSON_ROUTE, operations, document["components"], [])
+    for index, view in enumerate(operations):
+        html = _success_example(html, index, view["operation"]["responses"], document["components"])
+    html = html.replace("</head>", f"<style>{PAGE_STYLE}</style></head>", 1)
     return html.replace("</body>", f"<script>{SIGN_IN_SCRIPT}</script></body>", 1)
+
+
+def _success_example(html: str, index: int, responses: dict[str, dict], components: dict) -> str:
+    # Heaven's card says "200" and shows a 200's body: an operation answering 201 or 204 gets its own.
+    status = min((code for code in responses if code.startswith("2")), default="200")
+    if status == "200":
+        return html
+    start = rf'id="op-{index}-response">'
+    card = re.compile(rf'({start}.*?<span class="status-pill">)200(</span>)', re.DOTALL)
+    html = card.sub(rf"\g<1>{status}\g<2>", html, count=1)
+    content = responses[status].get("content")
+    if not content:
+        return html
+    schema = content["application/json"]["schema"]
+    example = json.dumps(_example_value(schema, components), indent=2)
+    lines = "".join(
+        f'<div class="code-line"><span class="line-no">{number}</span><span class="line-content">{line}</span></div>'
+        for number, line in enumerate(_highlighted_lines(example, _highlight_json), 1)
+    )
+    body = re.compile(
+        rf'({start}.*?<div class="code-body response-body">)\s*<div class="no-body">No Body</div>', re.DOTALL
+    )
+    return body.sub(lambda match: match.group(1) + lines, html, count=1)
+
+
+# A docstring's summary ends at its first "." ":" or ";" followed by a space (outside `code`), or
+# at the end of its first paragraph: "Sign up: 201 with the user..." is "Sign up", then the rest.
+_SUMMARY_END = re.compile(r"`[^`]*`|([.:;])(?:\s|$)")
+# Within a path, the methods in the order a reader meets them: list or read, create, change, delete.
+_METHOD_ORDER = {"GET": 0, "HEAD": 1, "POST": 2, "PUT": 3, "PATCH": 4, "DELETE": 5, "OPTIONS": 6, "TRACE": 7}
+
+
+def _summary(docstring: str) -> tuple[str, str]:
+    """A handler's docstring as a short summary and the rest, the paragraphs of the rest reflowed
+    (a docstring's line breaks are not the reader's)."""
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", docstring.strip()) if p.strip()]
+    if not paragraphs:
+        return "", ""
+    first = paragraphs[0]
+    end = next((match for match in _SUMMARY_END.finditer(first) if match.group(1)), None)
+    if end is None:
+        summary, rest = first, ""
+    else:
+        summary, rest = first[: end.start()], first[end.end() :].strip()
+    rest = rest[:1].upper() + rest[1:]
+    return summary, "\n\n".join(part for part in (rest, *paragraphs[1:]) if part)
+
+
+def _reading_order(pair: tuple[dict, Operation]) -> tuple:
+    # By group (the tag, which the page groups by too), then path, then method: sign-in (POST /auth/token)
+    # before sign-out (DELETE), a list before a create, a read before a change before a delete.
+    entry = pair[0]
+    return entry["group"], entry["route"], _METHOD_ORDER.get(entry["method"], len(_METHOD_ORDER))
+
+
+def _markdown(text: str) -> Markup:
+    # The one piece of Markdown the descriptions use: `code`. Everything else is shown as written.
+    escaped = str(escape(text))
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped))  # noqa: S704 (escaped above)
 
 
 def install(app) -> None:
@@ -232,6 +309,6 @@ def _response(status: int, schema: dict | None) -> dict:
 
 def _version() -> str:
     try:
-        return version(TITLE)
+        return version(PROJECT["distribution"])
     except PackageNotFoundError:  # run from the source tree, not installed
         return "0.0.0"

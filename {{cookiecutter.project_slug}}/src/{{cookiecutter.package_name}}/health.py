@@ -4,7 +4,7 @@ from msgspec import Struct
 
 from .auth import public
 from .docs import documented
-from .postgres import DB
+from .postgres import DB, RETRY_AFTER
 from .web import send
 
 # /health answers within a second, whatever the pool does: a probe that takes longer counts as no answer.
@@ -32,10 +32,9 @@ async def check_health(req, res, ctx):
     refused (`busy`). Asked over a connection of its own, so it never waits behind requests."""
     db = ctx.peek(DB)
     database = await db.check(WITHIN)
-    if database == "unreachable":
-        send(res, {"status": "unavailable", "database": database}, 503)
-    elif db.busy:
-        send(res, {"status": "busy", "database": database}, 503)
+    if database == "unreachable" or db.busy:
+        send(res, {"status": "unavailable" if database == "unreachable" else "busy", "database": database}, 503)
+        res.headers = "Retry-After", str(RETRY_AFTER)
     else:
         send(res, {"status": "degraded" if database == "read_only" else "ok", "database": database})
 

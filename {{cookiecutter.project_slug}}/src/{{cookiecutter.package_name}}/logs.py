@@ -1,4 +1,5 @@
-"""Logs as JSON lines on stderr, written a batch at a time off the request path, with request ids."""
+"""Logs on stderr, written a batch at a time off the request path, with request ids: JSON lines for
+machines, or a short coloured line each for a person at a terminal (LOG_FORMAT)."""
 
 import asyncio
 import collections
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -40,14 +41,16 @@ _now = datetime.now
 
 
 def _request_ids() -> None:
-    global new_request_id
+    global new_request_id, _id_prefix
     # A random prefix per process and a counter: "3f9a0c1be27d-41". next() over maps, with no
     # Python frame per id (a function formatting the id cost 5k instructions a request).
-    ids = map(f"{secrets.token_hex(6)}-".__add__, map(str, itertools.count(1)))
+    _id_prefix = f"{secrets.token_hex(6)}-"
+    ids = map(_id_prefix.__add__, map(str, itertools.count(1)))
     new_request_id = functools.partial(next, ids)
 
 
 new_request_id: Callable[[], str]  # a new request id, unique across processes
+_id_prefix: str
 _request_ids()
 os.register_at_fork(after_in_child=_request_ids)  # a forked worker must not repeat its parent's ids
 
@@ -137,6 +140,8 @@ class LogWriter:
         # death runs no atexit: lines still queued then would be lost). Set at the app's shutdown.
         self.write_through = False
         self._formatter = JSONFormatter()
+        # Lines to bytes: JSON, one object a line (msgspec, one call a batch); Console.render for a person.
+        self.render: Callable[[list], bytes] = _encode_lines
         self._reset()
 
     def _reset(self) -> None:
@@ -289,7 +294,7 @@ class LogWriter:
             lines.append(self._note(message, suppressed=count, exceptions=exceptions))
         rest = b""
         if lines or raw:
-            data = raw + _encode_lines(lines)
+            data = raw + self.render(lines)
             try:
                 rest = self._send(data, wait)
             except (OSError, ValueError):  # stderr closed or gone: nothing left to tell
@@ -408,10 +413,87 @@ def write_through(app: Any = None) -> None:
     writer.write_through = True
 
 
-def configure(level: str) -> None:
-    """Send every record to stderr through the writer, one JSON object a line: this package's,
-    uvicorn's (which configured its own before importing the app) and any library's such as
-    asyncpg's, at `level`. uvicorn's own access line is turned off: the app writes one per request."""
+class Console:
+    """Lines for a person: `14:02:03.417 INFO  GET /users 200 1.84 ms #41`, a record's message with
+    its logger and request id, and a traceback as Python prints it, below its line. `#41` is the
+    request id without this process's prefix (X-Request-ID: 3f9a0c1be27d-41); a client's own id is shown
+    as sent, cut to 16 characters. Coloured by level and by status when `colour`."""
+
+    # ANSI colours: dim, green, yellow, red, bold red; by level, and by a status's first digit.
+    LEVELS: ClassVar = {"DEBUG": "2", "INFO": "32", "WARNING": "33", "ERROR": "31", "CRITICAL": "1;31"}
+    STATUSES: ClassVar = {"2": "32", "3": "36", "4": "33", "5": "31"}
+
+    def __init__(self, colour: bool) -> None:
+        self.colour = colour
+
+    def render(self, lines: list) -> bytes:
+        """The text of a batch of lines: AccessLines and records' fields (JSONFormatter.fields)."""
+        text = [self._access(line) if type(line) is AccessLine else self._record(line) for line in lines]
+        return "".join(f"{line}\n" for line in text).encode("utf-8", "replace")
+
+    def _paint(self, text: str, code: str | None) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.colour and code else text
+
+    def _start(self, when: datetime, level: str) -> str:
+        # Local time, to the millisecond: a person reads it against their own clock.
+        clock = when.astimezone().strftime("%H:%M:%S.%f")[:-3]
+        return f"{self._paint(clock, '2')} {self._paint(f'{level:<7}', self.LEVELS.get(level))} "
+
+    def _access(self, line: AccessLine) -> str:
+        status = self._paint(str(line.status), self.STATUSES.get(str(line.status)[:1]))
+        request = f"{line.method} {line.path} {status} {line.duration_ms:g} ms"
+        return f"{self._start(line.time, line.level)}{request} {self._paint(_short(line.request_id), '2')}"
+
+    def _record(self, fields: dict[str, Any]) -> str:
+        fields = dict(fields)
+        when, level, logger = fields.pop("time"), fields.pop("level"), fields.pop("logger")
+        message, request_id = fields.pop("message", ""), fields.pop("request_id", None)
+        exception = fields.pop("exception", None)
+        extra = "".join(f" {key}={value}" for key, value in fields.items())
+        tail = f"({logger}){f' {_short(request_id)}' if request_id else ''}"
+        line = f"{self._start(when, level)}{message}{extra} {self._paint(tail, '2')}"
+        if exception:
+            line += "\n" + self._paint(exception.rstrip("\n"), self.LEVELS["ERROR"])
+        return line
+
+
+def _short(request_id: str | None) -> str:
+    if request_id is None:
+        return ""
+    if request_id.startswith(_id_prefix):
+        return f"#{request_id[len(_id_prefix) :]}"
+    return f"#{request_id}" if len(request_id) <= 16 else f"#{request_id[:15]}…"
+
+
+FORMATS = ("json", "console")
+
+
+def chosen_format(environ: Any = os.environ, stream: Any = None) -> str:
+    """LOG_FORMAT: "json" or "console"; unset, "console" when stderr is a terminal, else "json"."""
+    chosen = environ.get("LOG_FORMAT", "").strip().lower()
+    if chosen and chosen not in FORMATS:
+        raise ValueError(f"LOG_FORMAT must be json or console, not {chosen!r}")
+    if chosen:
+        return chosen
+    stream = stream or sys.stderr
+    try:
+        return "console" if stream.isatty() else "json"
+    except (AttributeError, ValueError):  # closed, or no file at all
+        return "json"
+
+
+def configure(level: str, log_format: str | None = None) -> None:
+    """Send every record to stderr through the writer: this package's, uvicorn's (which configured
+    its own before importing the app) and any library's such as asyncpg's, at `level`; one JSON
+    object a line, or a line for a person with `log_format` "console" (default: chosen_format()).
+    uvicorn's own access line is turned off: the app writes one per request."""
+    log_format = log_format or chosen_format()
+    if log_format == "console":
+        # Colour for a terminal, unless NO_COLOR asks for none (https://no-color.org).
+        colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        writer.render = Console(colour).render
+    else:
+        writer.render = _encode_lines
     root = logging.getLogger()
     if not any(isinstance(handler, JSONHandler) for handler in root.handlers):
         root.addHandler(JSONHandler(writer))

@@ -106,16 +106,20 @@ class Connection(asyncpg.Connection):
 DB: Key["Postgres"] = Key("{{ cookiecutter.context_name }}")
 
 
-class DatabaseUnavailable(HTTPError):
-    """The database could not answer: the client gets a 503 and may retry."""
+# Seconds a 503 asks its client to wait before trying again (Retry-After). An outage the plugin sees
+# ends for it within a probe (WATCH_INTERVAL), a restart or a failover takes seconds: 2 s lets a retry
+# find most of them over, while clients retrying at once would only add to the load of a database
+# coming back, and of a pool already full.
+RETRY_AFTER = 2
 
-    def __init__(
-        self,
-        cause: BaseException,
-        code: str = "database_unavailable",
-        detail: str = "the database is unavailable; try again shortly",
-    ) -> None:
-        super().__init__(503, code, detail)
+
+class DatabaseUnavailable(HTTPError):
+    """The database could not answer: the client gets a 503 saying why in words, with Retry-After."""
+
+    def __init__(self, cause: BaseException, code: str = "database_unavailable", detail: str | None = None) -> None:
+        if detail is None:
+            detail = f"{explain(cause, details=False)}; try again in {RETRY_AFTER} s"
+        super().__init__(503, code, detail, headers=(("Retry-After", str(RETRY_AFTER)),))
         self.cause = cause
 
 
@@ -123,17 +127,17 @@ class DatabaseReadOnly(DatabaseUnavailable):
     """The database answers reads but refuses writes (a failover onto a replica): a 503 of its own."""
 
     def __init__(self, cause: BaseException) -> None:
-        super().__init__(cause, "database_read_only", "the database accepts no writes right now; try again shortly")
+        super().__init__(
+            cause, "database_read_only", f"the database accepts no writes right now; try again in {RETRY_AFTER} s"
+        )
 
 
 class NoConnectionFree(TimeoutError):
     """Every connection of the pool stayed busy for acquire_timeout: the pool is exhausted, not the database."""
 
 
-# Outages that a connection opened before them survives: their reason (_reason) starts with one of these.
-LOGIN_REFUSED = tuple(
-    error.__name__ for error in (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
-)
+# Outages that a connection opened before them survives: their reason (explain) starts with this.
+LOGIN_REFUSED = "the database refused the login"
 
 
 class _Trouble:
@@ -295,7 +299,7 @@ class Postgres(_Querying):
             self._loop = asyncio.get_running_loop()
             self.pool = await asyncpg.create_pool(self.dsn, **self._pool_options)
         except Exception as exc:
-            raise RuntimeError(f"cannot connect to Postgres at {describe(self.dsn)}: {_reason(exc)}") from None
+            raise RuntimeError(f"cannot connect to Postgres at {describe(self.dsn)}: {explain(exc)}") from None
         self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
         _quiet_floor.watch(self)
         log.info("connected to Postgres at %s", describe(self.dsn), extra=self._extra)
@@ -402,7 +406,7 @@ class Postgres(_Querying):
             await self.pool.release(conn)
         except Exception as exc:
             # The reset failed and asyncpg terminated the connection; the answer the request got stands.
-            log.debug("connection terminated after its reset failed: %s", _reason(exc))
+            log.debug("connection terminated after its reset failed: %s", explain(exc))
         finally:
             resetting.discard(conn)
             # Only now is the connection back in the pool; counting it free any earlier would
@@ -487,7 +491,7 @@ class Postgres(_Querying):
             # A failover onto a replica, if a probe finds the server read-only (logged then); else a
             # transaction the code itself declared read-only.
             if self._read_only is None:
-                self._read_only = _Trouble(now, _reason(exc))
+                self._read_only = _Trouble(now, explain(exc))
             self._read_only.refused += 1
             self._watch()
             return DatabaseReadOnly(exc)
@@ -506,7 +510,7 @@ class Postgres(_Querying):
             # A refused connection, a dropped one, a timeout: an outage, or only a slow query? A probe tells.
             self.available = False
             if self._outage is None:
-                self._outage = _Trouble(now, _reason(exc))
+                self._outage = _Trouble(now, explain(exc))
             self._outage.refused += 1
         self._watch()
         return DatabaseUnavailable(exc)
@@ -541,7 +545,7 @@ class Postgres(_Querying):
                         raise
                     if kept and not isinstance(exc, TimeoutError):
                         continue  # the connection kept from before failed (a restart ended it): ask on a new one
-                    self._found("unreachable", "no answer" if isinstance(exc, TimeoutError) else _reason(exc))
+                    self._found("unreachable", explain(exc))
                     return "unreachable"
                 state = "read_only" if read_only == "on" else "ok"
                 self._found(state, "")
@@ -581,7 +585,7 @@ class Postgres(_Querying):
                 outage.confirmed = True
                 self.outages += 1
                 log.warning(
-                    "Postgres at %s is unreachable (%s): requests are refused with 503 until it answers",
+                    "Postgres at %s is unreachable: %s; requests are refused with 503 until it answers",
                     describe(self.dsn),
                     reason or outage.reason,
                     extra=self._extra,
@@ -650,7 +654,7 @@ class Postgres(_Querying):
         # The pool failed to reconnect in the background: an outage, perhaps, that a probe confirms.
         if self._outage is None and self._sweeper is not None:
             self.available = False
-            self._outage = _Trouble(self._loop.time(), _reason(exc))
+            self._outage = _Trouble(self._loop.time(), explain(exc))
         self._watch()
 
     async def _watching(self) -> None:
@@ -718,7 +722,7 @@ class _QuietFloor(logging.Filter):
         plugins = plugins or list(self.plugins)
         if any(not plugin.available for plugin in plugins):
             return False
-        record.msg, record.args = f"{record.msg}: %s", (_reason(failure),)
+        record.msg, record.args = f"{record.msg}: %s", (explain(failure),)
         record.exc_info = record.exc_text = None
         for plugin in plugins:
             plugin._watch_floor(failure)
@@ -747,7 +751,7 @@ def bind_rows(rows: Sequence[asyncpg.Record], struct: type[S]) -> list[S]:
             return list(starmap(struct, msgspec.convert(list(map(_values, rows)), row_type)))
         return msgspec.convert([dict(row) for row in rows], list[struct])
     except msgspec.ValidationError:
-        return _explain(rows, struct)
+        return _explain_rows(rows, struct)
 
 
 # A Record's values as a tuple: record[:] is twice as fast as tuple(record), which iterates.
@@ -768,7 +772,7 @@ def _plan(struct: type) -> tuple[tuple[str, ...], Any]:
     return plan
 
 
-def _explain(rows: Sequence[asyncpg.Record], struct: type) -> list:
+def _explain_rows(rows: Sequence[asyncpg.Record], struct: type) -> list:
     # Errors are rare, so say which column failed the slow way, through dicts named by column.
     try:
         return msgspec.convert([dict(row) for row in rows], list[struct])
@@ -786,6 +790,36 @@ def describe(dsn: str) -> str:
     return f"{host}:{port}/{database}"
 
 
-def _reason(exc: BaseException) -> str:
-    # asyncpg's messages name the host and the user, never the password; the type says the rest.
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+# What each failure to reach or use the database means, in words; the first class that fits says it.
+_FAILURES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (NoConnectionFree, "every connection to the database is busy"),
+    (TimeoutError, "the database did not answer in time"),
+    (FileNotFoundError, "the database's socket is gone"),
+    (ConnectionRefusedError, "nothing listens at the database's address"),
+    ((ConnectionResetError, ConnectionAbortedError, BrokenPipeError), "the connection to the database was cut"),
+    (socket.gaierror, "the database's host name does not resolve"),
+    (asyncpg.InvalidAuthorizationSpecificationError, LOGIN_REFUSED),  # 28000, and 28P01 a wrong password
+    (asyncpg.TooManyConnectionsError, "the database has no connection slot left"),
+    (asyncpg.CannotConnectNowError, "the database is starting up or shutting down"),
+    (asyncpg.AdminShutdownError, "the database ended the connection: a shutdown, or an administrator"),
+    (asyncpg.CrashShutdownError, "the database crashed and is restarting"),
+    (asyncpg.QueryCanceledError, "the query was cancelled by a statement timeout or an administrator"),
+    (asyncpg.OperatorInterventionError, "the database is stopping or was stopped"),
+    (asyncpg.InsufficientResourcesError, "the database is out of memory, disk or connection slots"),
+    (asyncpg.ReadOnlySQLTransactionError, "the database is read-only"),
+    (asyncpg.PostgresConnectionError, "the connection to the database was lost"),
+    (asyncpg.InternalClientError, "a connection to the database broke"),
+    (OSError, "the network to the database failed"),
+)
+
+
+def explain(exc: BaseException, *, details: bool = True) -> str:
+    """Why the database could not answer, in words: "the database's socket is gone (FileNotFoundError:
+    [Errno 2] No such file or directory)". For logs; `details=False` leaves out the parenthesis (the
+    exception's type and message, which may name a host or a user but never a password), for clients."""
+    phrase = next((words for kinds, words in _FAILURES if isinstance(exc, kinds)), None)
+    if phrase is None:
+        phrase = "the database could not answer"
+    if not details:
+        return phrase
+    return f"{phrase} ({type(exc).__name__}: {exc})" if str(exc) else f"{phrase} ({type(exc).__name__})"

@@ -95,7 +95,15 @@ def Text(max_length: int, *, min_length: int = 1, multiline: bool = False, descr
     visible = rf"(?:{_NOT_ASTRAL}[^{refused}{blank}\ud800-\udfff]|{_ASTRAL_SHOWN})"
     text = rf"(?:[{blank}]|{_ASTRAL_HIDDEN})*{visible}[^{refused}]*"
     pattern = rf"^{text}{_END}" if min_length else rf"^(?:{text})?{_END}"
-    meta = Meta(pattern=pattern, min_length=min_length, max_length=max_length, description=description)
+    # What a 422 says of a mismatch (web.py), in place of the pattern.
+    mismatch = "must show something and hold no control character"
+    meta = Meta(
+        pattern=pattern,
+        min_length=min_length,
+        max_length=max_length,
+        description=description,
+        extra={"mismatch": mismatch if multiline else f"{mismatch} or line break"},
+    )
     return Annotated[str, meta]
 
 
@@ -109,6 +117,7 @@ Email = Annotated[
         max_length=254,
         description="an address with one @ and a dot after it, no space, control or invisible character; "
         "spaces around it are trimmed",
+        extra={"mismatch": "is not a valid email address"},
     ),
 ]
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import msgspec
+import msgspec.inspect
 from heaven import Router
 from heaven.constants import DEFAULT, SOCKET
 from heaven.router import Routes, _string_to_function_handler
@@ -63,14 +64,16 @@ def read(req, decode: Callable[[bytes], T]) -> T:
         isinstance(media_type, str) and _JSON_MEDIA_TYPE.fullmatch(media_type.partition(";")[0].strip(" \t"))
     ):
         raise HTTPError(415, "unsupported_media_type", "send the body as JSON, with Content-Type: application/json")
+    body = req.body
     try:
-        return decode(req.body)
+        return decode(body)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: keep it first
-        raise _invalid(exc) from None
+        # A decoder's own type says what its fields' patterns mean (msgspec.Decoder(T).decode).
+        raise _invalid(exc, getattr(getattr(decode, "__self__", None), "type", None)) from None
     except msgspec.DecodeError as exc:
-        raise HTTPError(400, "malformed_json", str(exc)) from None
+        raise HTTPError(400, "malformed_json", _malformed(str(exc), body)) from None
     except UnicodeDecodeError as exc:  # msgspec raises this, not DecodeError, for a string that is not UTF-8
-        raise HTTPError(400, "malformed_json", f"JSON is malformed: {exc.reason} (byte {exc.start})") from None
+        raise HTTPError(400, "malformed_json", f"the JSON is malformed: {exc.reason} (byte {exc.start})") from None
 
 
 def read_query(req, struct: type[T]) -> T:
@@ -84,18 +87,89 @@ def read_query(req, struct: type[T]) -> T:
     try:
         return msgspec.convert(query, struct, strict=False)
     except msgspec.ValidationError as exc:
-        raise _invalid(exc) from None
+        raise _invalid(exc, struct) from None
 
 
-def _invalid(exc: msgspec.ValidationError) -> HTTPError:
+# msgspec's messages, read back: "Expected `str` of length >= 8 - at `$.password`", "Expected `int`,
+# got `str` - at `$.limit`", "Object missing required field `name`", "Expected `str` matching regex
+# '<the pattern>' - at `$.email`". Each becomes a short sentence naming the field; never the pattern.
+_MESSAGE = re.compile(r"(?P<what>.*?)(?: - at `\$(?:\.(?P<path>[^`\[]+))?[^`]*`)?", re.DOTALL)
+_EXPECTED = re.compile(r"Expected `(?P<type>\w+)`(?P<rest>.*)", re.DOTALL)
+_BOUND = re.compile(r" (?:of length )?(?P<op>[<>]=?) (?P<limit>[-\d.e+]+)")
+_OBJECT = re.compile(r"Object (?P<what>missing required|contains unknown) field `(?P<name>[^`]+)`")
+_JSON_TYPES = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "object": "an object",
+    "array": "an array",
+    "null": "null",
+    "bytes": "a base64 string",
+    "datetime": "a date and time (RFC 3339)",
+}
+_BOUNDS = {">=": "at least", ">": "more than", "<=": "at most", "<": "less than"}
+_UNITS = {"str": "character", "bytes": "byte", "object": "field", "array": "item"}
+
+
+def _invalid(exc: msgspec.ValidationError, kind: Any = None) -> HTTPError:
+    """A 422 saying what is wrong with which field, in words (`kind`: the type decoded, whose
+    fields' `Meta(extra={"mismatch": ...})` says what a pattern mismatch means)."""
     message = str(exc)
-    return HTTPError(422, "invalid", message, _field(message))
+    whole = _MESSAGE.fullmatch(message)
+    what, field = whole.group("what"), whole.group("path")
+    named = _OBJECT.fullmatch(what)
+    if named:
+        field = named.group("name")
+        if named.group("what") == "missing required":
+            return HTTPError(422, "invalid", f"{field} is required", field)
+        return HTTPError(422, "invalid", f"{field} is not a field of this request", field)
+    subject = field or "the body"
+    expected = _EXPECTED.fullmatch(what)
+    if expected is None:  # a message of another form: msgspec's own words, with no regex in them
+        return HTTPError(422, "invalid", re.sub(r" matching regex '.*'", " in the expected form", message), field)
+    kind_name, rest = expected.group("type"), expected.group("rest")
+    wanted = _JSON_TYPES.get(kind_name, kind_name)
+    if rest.startswith(", got `"):
+        got = rest[7:].rstrip("`")
+        return HTTPError(422, "invalid", f"{subject} must be {wanted}, not {_JSON_TYPES.get(got, got)}", field)
+    if rest.startswith(" matching regex"):
+        rule = _mismatch(kind, field) or "is not in the form its description in /docs gives"
+        return HTTPError(422, "invalid", f"{subject} {rule}", field)
+    bound = _BOUND.match(rest)
+    if bound:
+        limit = bound.group("limit")
+        if " of length " in rest[: bound.end()]:
+            unit = _UNITS.get(kind_name, "item")
+            limit += f" {unit}" if limit == "1" else f" {unit}s"
+        return HTTPError(422, "invalid", f"{subject} must be {_BOUNDS[bound.group('op')]} {limit}", field)
+    return HTTPError(422, "invalid", f"{subject} must be {wanted}{rest}", field)
 
 
-def _field(message: str) -> str | None:
-    # msgspec ends a message with "- at `$.email`" or names the field: "missing required field `email`".
-    match = re.search(r"at `\$\.([^`\[]+)|field `([^`]+)`", message)
-    return (match.group(1) or match.group(2)) if match else None
+def _mismatch(kind: Any, field: str | None) -> str | None:
+    # What the field's type says a pattern mismatch means, if it says: Meta(extra={"mismatch": "is not ..."}).
+    if kind is None or field is None:
+        return None
+    try:
+        info = msgspec.inspect.type_info(kind)
+    except Exception:  # a type msgspec cannot describe: the generic words do
+        return None
+    for candidate in getattr(info, "fields", ()):
+        if candidate.encode_name == field:
+            extra = getattr(candidate.type, "extra", None) or {}
+            return extra.get("mismatch")
+    return None
+
+
+def _malformed(message: str, body: bytes) -> str:
+    # msgspec says "Input data was truncated" for an empty body as for one cut short.
+    if not body.strip():
+        return "the body is empty: send a JSON object"
+    if message == "Input data was truncated":
+        return "the JSON ends too early: a bracket, brace or string is not closed"
+    if message == "Invalid UTF-8 encoded string":
+        return "the JSON holds a string that is not UTF-8"
+    return message.replace("JSON is malformed", "the JSON is malformed", 1)
 
 
 class App(Router):
@@ -106,7 +180,8 @@ class App(Router):
     - An exception escaping a handler becomes a JSON error: its own status for an HTTPError, 500
       for anything else, logged with its traceback and sent to the client only in debug.
     - 404, 405 and 413 answered by Heaven's router are JSON as well, and so is the 400 of a header
-      that is not UTF-8, which Heaven cannot read.
+      that is not UTF-8, which Heaven cannot read. OPTIONS on a route is a 204 whose `Allow` lists
+      its methods.
     - Every response carries an `X-Request-ID`: the client's when it is sane, else a new one; it is
       on every log line about the request (logs.py).
     - `observe(fn)` calls `fn(scope, res, route, seconds)` once each request is answered; with
@@ -323,12 +398,21 @@ class _JSONRoutes(Routes):
             await super().xhooks(hookstore, methodstore, matched, r, w, c, before)
 
     def unmatched(self, scope, method, route, w):
-        w = super().unmatched(scope, method, route, w)
-        if scope["type"] == "http":
-            if w.status == 405:
-                send(w, {"error": "method_not_allowed", "detail": f"{method} is not allowed on {route}"}, 405)
-            else:
-                send(w, {"error": "not_found", "detail": f"nothing at {route}"}, 404)
+        if scope["type"] != "http":
+            return super().unmatched(scope, method, route, w)
+        allowed = self.allowed(route)
+        if not allowed:
+            send(w, {"error": "not_found", "detail": f"nothing at {route}"}, 404)
+            return w
+        # OPTIONS asks which methods a route takes (RFC 9110, 9.3.7): it is answered for every route
+        # that exists, so it is one of them, in this answer's Allow and in every 405's.
+        allowed.add("OPTIONS")
+        allow = ", ".join(sorted(allowed))
+        if method == "OPTIONS":
+            w.status, w.body = 204, b""
+        else:
+            send(w, {"error": "method_not_allowed", "detail": f"{method} is not allowed on {route}"}, 405)
+        w.headers = "Allow", allow
         return w
 
     async def buffer(self, r, receive, w, application):
