@@ -15,7 +15,7 @@ from msgspec import Meta, Struct
 
 from .docs import Error, documented
 from .passwords import Passwords, PasswordsBusy
-from .postgres import DB, DatabaseUnavailable
+from .postgres import DB, DatabaseUnavailable, explain
 from .resources import Email, normal_email
 from .tokens import DELETE_EXPIRED_REVOCATIONS, INSERT_REVOCATION, Principal, Revocations, Tokens
 from .web import HTTPError, read, send
@@ -338,32 +338,8 @@ class Auth:
             log.info("could not sweep expired revocations and failures: %s", type(exc).__name__)
 
 
-# Why Postgres could not be read, in words, by the error's type (the first of its classes found here).
-_TROUBLE = {
-    FileNotFoundError: "no Postgres at that Unix socket (the socket file is missing: is the server running?)",
-    ConnectionRefusedError: "Postgres refused the connection (nothing listens at that address and port)",
-    TimeoutError: "Postgres did not answer in time",
-    ConnectionResetError: "Postgres closed the connection",
-    asyncpg.CannotConnectNowError: "Postgres is starting up or shutting down",
-    asyncpg.InvalidPasswordError: "Postgres refused the user name or password",
-    asyncpg.InvalidAuthorizationSpecificationError: "Postgres refused the user name or password",
-    asyncpg.TooManyConnectionsError: "Postgres has no connection free",
-    asyncpg.ConnectionDoesNotExistError: "the connection to Postgres was lost",
-    asyncpg.UndefinedTableError: "a table is missing: were the migrations applied?",
-    OSError: "Postgres cannot be reached",
-}
-
-
 def _reason(exc: BaseException) -> str:
-    # Words first, then the type for a search. A Postgres error's message names a table or a
-    # statement, never a password; a connection error's may name a path or host, so only its type.
-    if isinstance(exc, DatabaseUnavailable):
-        exc = exc.cause
-    kind = type(exc).__name__
-    for cause, words in _TROUBLE.items():
-        if isinstance(exc, cause):
-            return f"{words} ({kind})"
-    return f"{kind}: {exc}" if isinstance(exc, asyncpg.PostgresError) else kind
+    return explain(exc.cause if isinstance(exc, DatabaseUnavailable) else exc)
 
 
 def _unauthorized(code: str, detail: str, challenge: str) -> HTTPError:

@@ -807,6 +807,7 @@ _FAILURES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], st
     (asyncpg.OperatorInterventionError, "the database is stopping or was stopped"),
     (asyncpg.InsufficientResourcesError, "the database is out of memory, disk or connection slots"),
     (asyncpg.ReadOnlySQLTransactionError, "the database is read-only"),
+    (asyncpg.UndefinedTableError, "a table is missing: were the migrations applied?"),
     (asyncpg.PostgresConnectionError, "the connection to the database was lost"),
     (asyncpg.InternalClientError, "a connection to the database broke"),
     (OSError, "the network to the database failed"),
