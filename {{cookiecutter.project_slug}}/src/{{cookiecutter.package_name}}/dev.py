@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import uvicorn
 
+from . import server
 from .app import create_app
 from .docs import PROJECT
 from .migrate import migrate
@@ -122,6 +123,8 @@ def main() -> None:
             reload_dirs=[str(PACKAGE)] if args.reload else None,
             reload_includes=["*.py", "*.sql"] if args.reload else None,
             access_log=False,
+            # The edge's limits and the proxies believed, as the Dockerfile serves (server.py).
+            **server.options(),
         )
     finally:
         Path(DEV_ENV).unlink(missing_ok=True)
