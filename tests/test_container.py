@@ -61,6 +61,8 @@ def test_the_image_serves_with_the_edge_limits_and_believes_no_proxy(default_pro
     # Unset, uvicorn would believe X-Forwarded-For from any client on the same host.
     env = [shlex.split(args) for op, args in final if op == "ENV"]
     assert ["FORWARDED_ALLOW_IPS="] in env, env
+    # JSON lines for the collector even under `docker run -it`, whose terminal would get the console lines.
+    assert ["LOG_FORMAT=json"] in env, env
     services = yaml.safe_load((default_project.path / "docker-compose.yml").read_text())["services"]
     for name in ("app", "app-pgbouncer"):
         assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == "${FORWARDED_ALLOW_IPS:-}", name
