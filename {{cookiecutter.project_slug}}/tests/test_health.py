@@ -60,7 +60,7 @@ async def test_health_is_quick_and_says_busy_while_a_lock_holds_the_whole_pool(s
             await lock.rollback()
         assert refused.status_code == 503 and refused.json() == {
             "error": "database_unavailable",
-            "detail": "every connection to the database is busy; try again in 2 s",
+            "detail": "no connection to the database came free in time; try again in 2 s",
         }
         assert refused.headers["retry-after"] == health.headers["retry-after"] == "2"
         assert took < 1  # it asks over a connection of its own, not behind the requests

@@ -339,7 +339,7 @@ class Auth:
 
 
 def _reason(exc: BaseException) -> str:
-    return explain(exc.cause if isinstance(exc, DatabaseUnavailable) else exc)
+    return exc.reason if isinstance(exc, DatabaseUnavailable) else explain(exc)
 
 
 def _unauthorized(code: str, detail: str, challenge: str) -> HTTPError:

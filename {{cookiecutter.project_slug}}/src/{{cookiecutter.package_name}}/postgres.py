@@ -116,9 +116,20 @@ RETRY_AFTER = 2
 class DatabaseUnavailable(HTTPError):
     """The database could not answer: the client gets a 503 saying why in words, with Retry-After."""
 
-    def __init__(self, cause: BaseException, code: str = "database_unavailable", detail: str | None = None) -> None:
+    def __init__(
+        self,
+        cause: BaseException,
+        code: str = "database_unavailable",
+        detail: str | None = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        # `reason`, for the log, is the outage's when one is on: a request that found every connection
+        # held by queries into a silent network was refused by the outage, not by a busy pool.
+        self.reason = reason or explain(cause)
         if detail is None:
-            detail = f"{explain(cause, details=False)}; try again in {RETRY_AFTER} s"
+            phrase = self.reason.partition(" (")[0] if reason else explain(cause, details=False)
+            detail = f"{phrase}; try again in {RETRY_AFTER} s"
         super().__init__(503, code, detail, headers=(("Retry-After", str(RETRY_AFTER)),))
         self.cause = cause
 
@@ -138,6 +149,8 @@ class NoConnectionFree(TimeoutError):
 
 # Outages that a connection opened before them survives: their reason (explain) starts with this.
 LOGIN_REFUSED = "the database refused the login"
+# Why a request that waited for a connection just after an outage was refused.
+OUTAGE_TAIL = "the connections are still held by requests sent into the outage that just ended"
 
 
 class _Trouble:
@@ -498,7 +511,7 @@ class Postgres(_Querying):
         if isinstance(exc, NoConnectionFree) and self._outage is None and now < self._outage_tail:
             # The wait began during an outage that has ended since: its connections were still held by
             # requests sent into it (a query over a silent network waits out its timeout). Not exhaustion.
-            return DatabaseUnavailable(exc)
+            return DatabaseUnavailable(exc, reason=f"{OUTAGE_TAIL} ({type(exc).__name__}: {exc})")
         if isinstance(exc, NoConnectionFree) and not (self._outage and self._outage.confirmed):
             # The pool is exhausted: by a lock or slow queries if the database answers a probe (logged
             # then), else by an outage, which counts the refusals as its own.
@@ -512,6 +525,8 @@ class Postgres(_Querying):
             if self._outage is None:
                 self._outage = _Trouble(now, explain(exc))
             self._outage.refused += 1
+            self._watch()
+            return DatabaseUnavailable(exc, reason=self._outage.reason)
         self._watch()
         return DatabaseUnavailable(exc)
 
@@ -792,7 +807,8 @@ def describe(dsn: str) -> str:
 
 # What each failure to reach or use the database means, in words; the first class that fits says it.
 _FAILURES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
-    (NoConnectionFree, "every connection to the database is busy"),
+    # Not "busy": until a probe answers, the connections may as well be held by queries into a silent network.
+    (NoConnectionFree, "no connection to the database came free in time"),
     (TimeoutError, "the database did not answer in time"),
     (FileNotFoundError, "the database's socket is gone"),
     (ConnectionRefusedError, "nothing listens at the database's address"),
