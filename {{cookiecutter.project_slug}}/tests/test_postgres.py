@@ -3,8 +3,10 @@
 import asyncio
 import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -361,9 +363,12 @@ async def test_the_pools_reconnect_retries_are_one_line_then_quiet_during_the_ou
     assert len([r for r in logged if "is unreachable" in r.getMessage()]) == 1
 
 
-async def test_a_503_says_why_in_words_and_when_to_try_again(serve, tmp_path):
-    # A Unix socket that is gone (its server stopped, its folder removed): the commonest local outage.
-    app = create_app(settings_for(f"postgresql://app@/appdb?host={tmp_path / 'gone'}", pool_min_size=0))
+async def test_a_503_says_why_in_words_and_when_to_try_again(serve):
+    # A Unix socket that is gone (its server stopped, its folder removed): the commonest local outage. In a
+    # short folder of its own: a socket's path has a limit (107 bytes), which a deep tmp_path may pass.
+    with tempfile.TemporaryDirectory() as folder:
+        gone = Path(folder) / "gone"
+    app = create_app(settings_for(f"postgresql://app@/appdb?host={gone}", pool_min_size=0))
     db = app.peek(DB.name)
     with records("{{ cookiecutter.package_name }}.postgres", db) as logged:
         async with httpx.AsyncClient(base_url=await serve(app=app)) as http:
