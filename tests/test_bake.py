@@ -45,6 +45,7 @@ def test_default_bake_has_the_promised_layout(default_project):
         assert (package / name).is_file(), name
     assert (package / "migrations" / "0001_users.sql").is_file()
     assert (package / "migrations" / "0002_sign_in.sql").is_file()
+    assert (package / "migrations" / "0003_sign_in_counts.sql").is_file()
     for name in ["pyproject.toml", "README.md", "docker-compose.yml", "Dockerfile", ".env.example", ".gitignore"]:
         assert (default_project.path / name).is_file(), name
     check_parses(default_project)

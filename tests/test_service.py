@@ -14,7 +14,7 @@ def migrated_database(default_project, new_database):
     url = new_database()
     result = default_project.run(sys.executable, "-m", f"{default_project.package}.migrate", DATABASE_URL=url)
     assert result.returncode == 0, result.stderr
-    assert "applied 2 migration(s) 0001_users.sql, 0002_sign_in.sql" in result.stdout
+    assert "applied 3 migration(s) 0001_users.sql, 0002_sign_in.sql, 0003_sign_in_counts.sql" in result.stdout
     again = default_project.run(sys.executable, "-m", f"{default_project.package}.migrate", DATABASE_URL=url)
     assert "applied 0 migration(s)" in again.stdout
     return url
