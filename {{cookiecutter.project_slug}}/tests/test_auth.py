@@ -427,6 +427,20 @@ async def test_a_rehash_that_finds_the_hash_lane_full_waits_for_a_later_sign_in(
         await under_way
 
 
+async def test_sign_ins_refused_as_busy_count_no_failure_and_lock_no_one_out(user, serve, new_app):
+    # One thread, and no waiting for it: while a hash of about a second holds it, a sign-in is 503 busy.
+    app = new_app(argon2_time_cost=3, argon2_memory_kib=262_144, hash_threads=1, hash_wait=0.1)
+    async with httpx.AsyncClient(base_url=await serve(app=app)) as http:
+        await sign_in(http, "user@example.com")  # this address is the account's own from now on
+        busy = asyncio.create_task(app.peek(AUTH.name).passwords.hash("a sign-up elsewhere"))
+        await asyncio.sleep(0)  # it takes the thread
+        for _ in range(6):  # past SIGN_IN_LIMIT, had they counted
+            response = await http.post("/auth/token", json={"email": "user@example.com", "password": PASSWORD})
+            assert response.status_code == 503 and response.json()["error"] == "busy", response.text
+        await busy
+        assert await sign_in(http, "user@example.com")  # the password was never checked: no failure counted
+
+
 def test_an_unknown_email_takes_as_long_to_refuse_as_a_wrong_password(migrated, spawn):
     # At argon2's real cost (the other tests hash cheaply): without the decoy hash, an unknown
     # email would be refused a hundred times faster, and an attacker could list the accounts.

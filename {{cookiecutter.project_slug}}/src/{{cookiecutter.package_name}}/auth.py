@@ -141,8 +141,9 @@ class Throttle:
             )
         return Attempt(account, address, known)
 
-    async def settle(self, db, attempt: Attempt, succeeded: bool) -> None:
-        """Count a failure, or forgive this address's failures and remember it as the account's."""
+    async def settle(self, db, attempt: Attempt, succeeded: bool | None) -> None:
+        """Count a failure, or forgive this address's failures and remember it as the account's; None
+        (the password was never checked) counts neither."""
         await db.execute(SETTLE_ATTEMPT, attempt.account, attempt.address, attempt.known, succeeded)
 
 
@@ -273,11 +274,15 @@ class Auth:
         a wrong password. A hash made with old parameters is made again with the current ones.
         """
         attempt = await self.throttle.attempt(db, email, address)
-        succeeded = False
+        succeeded: bool | None = False
         try:
             user = await db.fetchrow(SELECT_SIGN_IN, email)
             hashed = user["password_hash"] if user is not None else None
-            succeeded = await self.passwords.verify(hashed, password) and user["is_active"]
+            try:
+                succeeded = await self.passwords.verify(hashed, password) and user["is_active"]
+            except PasswordsBusy:
+                succeeded = None  # never checked: a busy server must not lock the owner out
+                raise
         finally:  # an error or a cancelled request counts as a failure, as an attempt not settled would
             await self.throttle.settle(db, attempt, succeeded)
         if not succeeded:

@@ -92,14 +92,15 @@ $$;
 
 -- An admitted attempt's outcome: its places released; a failure counted against each key it was
 -- checked against; a success forgives the failures from this address to this account, and makes
--- the address known to it.
+-- the address known to it. `succeeded` NULL: never judged (the password could not be checked, as
+-- when its threads were busy), so only its places are released.
 CREATE FUNCTION sign_in_settle(key_account text, client text, known boolean, succeeded boolean) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE sign_in_counts SET pending = greatest(pending - 1, 0), failures = failures + (NOT succeeded)::integer
+    UPDATE sign_in_counts SET pending = greatest(pending - 1, 0), failures = failures + (succeeded IS FALSE)::integer
     WHERE account = '' AND address = client;
     IF NOT known THEN
-        UPDATE sign_in_counts SET pending = greatest(pending - 1, 0), failures = failures + (NOT succeeded)::integer
+        UPDATE sign_in_counts SET pending = greatest(pending - 1, 0), failures = failures + (succeeded IS FALSE)::integer
         WHERE account = key_account AND address = '';
     END IF;
     IF succeeded THEN
@@ -107,7 +108,7 @@ BEGIN
         INSERT INTO sign_in_known (account, address, signed_in_at) VALUES (key_account, client, now())
         ON CONFLICT (account, address) DO UPDATE SET signed_in_at = excluded.signed_in_at;
     ELSE
-        UPDATE sign_in_counts SET pending = greatest(pending - 1, 0), failures = failures + 1
+        UPDATE sign_in_counts SET pending = greatest(pending - 1, 0), failures = failures + (succeeded IS FALSE)::integer
         WHERE account = key_account AND address = client;
     END IF;
 END
