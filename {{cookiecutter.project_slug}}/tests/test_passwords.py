@@ -105,6 +105,26 @@ async def test_a_check_goes_before_the_hashes_waiting_and_work_past_the_queue_is
     assert dict(refused.value.headers)["Retry-After"].isdigit()
 
 
+async def test_sign_ins_and_sign_ups_waiting_together_take_turns():
+    passwords = await started(Passwords(time_cost=2, memory_kib=32768, threads=1, queue=10, wait=30))
+    try:
+        hashed = await passwords.hash(PASSWORD)
+        done = []
+
+        async def run(name, work):
+            await work
+            done.append(name)
+
+        sign_ins = [asyncio.create_task(run(f"sign-in {i}", passwords.verify(hashed, PASSWORD))) for i in range(4)]
+        await asyncio.sleep(0)  # sign-in 0 takes the thread, and 1, 2 and 3 wait before the sign-up comes
+        sign_up = asyncio.create_task(run("sign-up", passwords.hash("a new password")))
+        await asyncio.gather(*sign_ins, sign_up)
+    finally:
+        passwords.stop()
+    # Next after the sign-in under way, not after every sign-in waiting: a stream of them would starve it.
+    assert done[:2] == ["sign-in 0", "sign-up"], done
+
+
 async def test_work_that_would_wait_longer_than_the_bound_is_refused():
     passwords = await started(Passwords(threads=1, wait=0.05))  # argon2's real cost: one hash is longer than that
     try:

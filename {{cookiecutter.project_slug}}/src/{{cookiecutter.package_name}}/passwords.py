@@ -27,8 +27,9 @@ Password = Annotated[str, Meta(min_length=8, max_length=256, description="8 to 2
 PROCESS_MIB = 96
 # More threads than this would add memory on a big machine without a limit, and little speed.
 MAX_THREADS = 4
-# The two lanes of work: checks (a sign-in) go first, and when there are two threads or more, one is kept for them,
-# so that a sign-in waits for no sign-up (or new password), however many there are.
+# The two lanes of work: checks (a sign-in) and hashes (a sign-up, a new password). With two threads or more, one is
+# kept for checks, so that a sign-in waits for no sign-up, however many there are; with work waiting in both lanes,
+# a thread set free goes to the other lane first, so that neither starves the other.
 CHECK, HASH = 0, 1
 # Refusals are answered one by one; the log says so once in this many seconds, with how many there were.
 WARN_EVERY = 60.0
@@ -56,7 +57,8 @@ class Passwords:
     means as many as the container's CPUs and memory allow (`hash_threads`).
 
     Two lanes share the threads: checks (`verify`, a sign-in) and hashes (`hash`, a sign-up or a
-    new password). Checks take a free thread first, and hashes leave one to them (of two or more). Work
+    new password). Hashes leave one thread to checks (of two or more), and a thread set free goes to
+    the other lane's work first, so that with both waiting they take turns. Work
     that finds no thread for it waits at most `wait` seconds; work that would wait longer (going
     by how long hashes take now), or find `queue` waiting in its lane already, is refused at
     once. Either refusal is `PasswordsBusy`, a 503 with `Retry-After`.
@@ -175,8 +177,10 @@ class Passwords:
     def _leave(self, lane: int) -> None:
         self._free += 1
         self._running[lane] -= 1
-        # The thread goes to the first waiting in the first lane that may have it, else stays free.
-        for next_lane, waiting in enumerate(self._lanes):
+        # The thread goes to the first waiting in the other lane, else in this one, else stays free: with
+        # work waiting in both, they take turns, so a stream of sign-ins cannot starve sign-ups, nor the reverse.
+        for next_lane in (1 - lane, lane):
+            waiting = self._lanes[next_lane]
             while waiting and self._may_start(next_lane):
                 turn = waiting.popleft()
                 if not turn.done():  # done: cancelled as its wait ran out, and not yet taken out by its owner
