@@ -297,9 +297,21 @@ def check_names(block: Block, project: Path) -> None:
 
 
 def template_clone(folder: Path, environ: dict[str, str]) -> Path:
-    """What a newcomer clones: this repository as it is in this working copy, committed to a git repository."""
-    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.pyc", "results")
-    shutil.copytree(TEMPLATE, folder, ignore=ignore)
+    """What a newcomer clones: this repository as it is in this working copy, committed to a git repository.
+    Its files as git sees them (tracked, or new and not ignored): never what other tests are making beside them
+    (the bench's Postgres and its sockets, virtualenvs)."""
+    listed = subprocess.run(
+        ["git", "-C", str(TEMPLATE), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        env=environ,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source, target = TEMPLATE / name, folder / name
+        if source.is_file() and "results" not in source.relative_to(TEMPLATE).parts:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "heaven-pg"]):
         subprocess.run(["git", "-C", str(folder), *args], env=environ, check=True, capture_output=True, timeout=60)
     return folder
