@@ -258,6 +258,8 @@ def check_names(block: Block, project: Path) -> None:
     package = project / "src"
     for words in commands(block.text):
         where = f"{block.where}: `{' '.join(words)}`"
+        while re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):  # `NAME=value command`: the command's environment
+            words = words[1:]
         program, args = words[0], words[1:]
         flags_with_values = {"-f", "--file", "--profile", "-t", "-e", "--for", "--timeout", "-k", "-p"}
         plain = [w for i, w in enumerate(args) if not w.startswith("-") and args[i - 1] not in flags_with_values]
@@ -281,8 +283,10 @@ def check_names(block: Block, project: Path) -> None:
         elif program in ("python", "uvicorn"):
             module = args[1] if program == "python" else args[0].split(":")[0]
             assert program == "uvicorn" or args[0] == "-m", where
-            parts = module.split(".")
-            assert (package.joinpath(*parts).with_suffix(".py")).is_file(), f"{where}: no module {module}"
+            modules = [module] + [args[i + 1].split(":")[0] for i, word in enumerate(args[:-1]) if word == "--http"]
+            for module in modules:
+                parts = module.split(".")
+                assert (package.joinpath(*parts).with_suffix(".py")).is_file(), f"{where}: no module {module}"
         elif program == "cp":
             assert (project / plain[0]).is_file() and (project / plain[1]).parent.is_dir(), where
         elif program == "kubectl":
