@@ -91,7 +91,8 @@ def markdown(results: dict) -> str:
         f"{machine['wrk']} · {machine['postgres']} (Postgres 16)",
         "",
         f"{config['rounds']} round(s) of {config['seconds_per_run']:g} s per cell, order rotated each round; medians "
-        f"with min-max. One uvicorn worker (uvloop, httptools, no access log) on core {config['server_core']}; "
+        f"with min-max. One uvicorn worker (uvloop, httptools, the baked service's under the edge's limits, "
+        f"no access log) on core {config['server_core']}; "
         f"wrk (1 thread) and Postgres on core {config['load_core']}; pool size {config['pool_size']} for every "
         f"contender; {config['rows']:,} rows. CPU is the server process's user+system time per request.",
         "",

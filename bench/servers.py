@@ -9,7 +9,7 @@ from pathlib import Path
 
 from contenders import Contender
 
-UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+UVICORN_FLAGS = ["--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
 
 
 class Server:
@@ -31,6 +31,8 @@ class Server:
             "--port",
             str(port),
             *UVICORN_FLAGS,
+            "--http",
+            contender.http,
         ]
         if contender.app_dir:
             command += ["--app-dir", str(contender.app_dir)]

@@ -20,6 +20,7 @@ class Contender:
     app: str  # uvicorn's module:attribute
     app_dir: Path | None  # where uvicorn imports it from; None for the installed baked project
     settings: tuple[tuple[str, str], ...] = ()  # the baked service's, beyond the database and the pool
+    http: str = "httptools"  # uvicorn's --http: the baked service's own protocol, with the edge's limits, as shipped
 
     def env(self, dsn: str, pool_size: int) -> dict[str, str]:
         # The baked service reads its settings from the environment; the comparison apps read these two.
@@ -32,20 +33,22 @@ class Contender:
         }
 
 
-BAKED = Contender("baked", "baked service", "heaven_service.app:app", None)
-BAKED_QUIET = Contender("baked_quiet", "baked, defaults off", "heaven_service.app:app", None, DEFAULTS_OFF)
+# The Dockerfile serves the baked service with uvicorn's httptools protocol under the edge's limits (server.py).
+EDGE = "heaven_service.server:HTTPProtocol"
+BAKED = Contender("baked", "baked service", "heaven_service.app:app", None, http=EDGE)
+BAKED_QUIET = Contender("baked_quiet", "baked, defaults off", "heaven_service.app:app", None, DEFAULTS_OFF, EDGE)
 # Not contenders: the baked service as shipped, whose access line and /metrics counting a signal turns off and on
 # again, to price each default's time within one process; and with each default off, to count its instructions
 # (defaults.py), keyed by the names defaults.SWITCHES gives them.
-BAKED_TOGGLED = Contender("baked_toggled", "baked, defaults toggled", "baked_toggled:app", HERE)
+BAKED_TOGGLED = Contender("baked_toggled", "baked, defaults toggled", "baked_toggled:app", HERE, http=EDGE)
 DEFAULT_OFF = {
     "access_log": Contender(
-        "baked_no_access_log", "baked, ACCESS_LOG=false", BAKED.app, None, (("ACCESS_LOG", "false"),)
+        "baked_no_access_log", "baked, ACCESS_LOG=false", BAKED.app, None, (("ACCESS_LOG", "false"),), EDGE
     ),
-    "metrics": Contender("baked_no_metrics", "baked, METRICS=false", BAKED.app, None, (("METRICS", "false"),)),
+    "metrics": Contender("baked_no_metrics", "baked, METRICS=false", BAKED.app, None, (("METRICS", "false"),), EDGE),
 }
 # Not a contender: the baked service as shipped with its /users routes public, to count the sign-in check (signin.py).
-BAKED_PUBLIC = Contender("baked_public", "baked service, no sign-in", "baked_public:app", HERE)
+BAKED_PUBLIC = Contender("baked_public", "baked service, no sign-in", "baked_public:app", HERE, http=EDGE)
 FLOOR = Contender("raw", "raw ASGI (floor)", "raw:app", HERE)
 CONTENDERS = [
     BAKED,
