@@ -3,6 +3,7 @@ and clients signed in as an admin and as a user."""
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -186,6 +187,17 @@ def admin_command(database_url: str, *args: str, password: str = PASSWORD) -> su
 def settings_for(database_url: str, **overrides) -> Settings:
     """Settings as the environment would give them (`environment`)."""
     return Settings.from_env(environment(database_url, **overrides), env_file=None)
+
+
+@pytest.fixture
+def log_lines(capsys):
+    """`log_lines()`: what the service wrote to stderr since the last call, each line parsed as JSON."""
+
+    def lines() -> list[dict]:
+        assert logs.writer.flush(), "the log writer did not catch up within its bound"
+        return [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+
+    return lines
 
 
 @pytest.fixture(scope="session")

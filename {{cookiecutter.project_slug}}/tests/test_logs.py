@@ -25,17 +25,6 @@ from {{ cookiecutter.package_name }}.web import HTTPError, send
 GENERATED = re.compile(r"[0-9a-f]{12}-[0-9]+")
 
 
-@pytest.fixture
-def log_lines(capsys):
-    """`log_lines()`: what the service wrote to stderr since the last call, each line parsed as JSON."""
-
-    def lines() -> list[dict]:
-        assert logs.writer.flush(), "the log writer did not catch up within its bound"
-        return [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-
-    return lines
-
-
 def access_lines(lines: list[dict]) -> list[dict]:
     return [line for line in lines if line["logger"] == access.name]
 

@@ -11,19 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from {{ cookiecutter.package_name }} import logs
 from {{ cookiecutter.package_name }}.server import Limits
-
-
-@pytest.fixture
-def log_lines(capsys):
-    """`log_lines()`: what the service wrote to stderr since the last call, each line parsed as JSON."""
-
-    def lines() -> list[dict]:
-        assert logs.writer.flush(), "the log writer did not catch up within its bound"
-        return [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-
-    return lines
 
 
 def refusals(lines: list[dict], reason: str) -> list[dict]:
