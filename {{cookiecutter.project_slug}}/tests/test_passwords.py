@@ -78,17 +78,23 @@ async def test_the_defaults_are_argon2_cffis_and_hashing_leaves_the_event_loop_f
     assert max(pauses) < one_hash, (max(pauses), one_hash)
 
 
+def in_order(done: list[str]):
+    """`run(name, work)`: await `work`, then note `name` in `done`, to see in which order the work finished."""
+
+    async def run(name, work):
+        await work
+        done.append(name)
+
+    return run
+
+
 async def test_a_check_goes_before_the_hashes_waiting_and_work_past_the_queue_is_refused_at_once():
     # Hashes long enough (tens of ms) that the check is waiting before the first of them is done.
     passwords = await started(Passwords(time_cost=2, memory_kib=32768, threads=1, queue=3, wait=30))
     try:
         hashed = await passwords.hash(PASSWORD)
         done = []
-
-        async def run(name, work):
-            await work
-            done.append(name)
-
+        run = in_order(done)
         # The one thread hashes sign-up 0 while 1, 2 and 3 wait; the check comes last and goes next.
         sign_ups = [asyncio.create_task(run(f"sign-up {i}", passwords.hash(f"password {i}"))) for i in range(4)]
         await asyncio.sleep(0)  # each task takes its place in the lane before the next work arrives
@@ -110,11 +116,7 @@ async def test_sign_ins_and_sign_ups_waiting_together_take_turns():
     try:
         hashed = await passwords.hash(PASSWORD)
         done = []
-
-        async def run(name, work):
-            await work
-            done.append(name)
-
+        run = in_order(done)
         sign_ins = [asyncio.create_task(run(f"sign-in {i}", passwords.verify(hashed, PASSWORD))) for i in range(4)]
         await asyncio.sleep(0)  # sign-in 0 takes the thread, and 1, 2 and 3 wait before the sign-up comes
         sign_up = asyncio.create_task(run("sign-up", passwords.hash("a new password")))
