@@ -124,5 +124,6 @@ def test_without_the_setting_pgbouncer_breaks_prepared_statements(default_projec
         svc = service(default_project, pooled, STATEMENT_CACHE_SIZE="100", POOL_MAX_SIZE="10", **FAST_HASHING)
         statuses = asyncio.run(exercise(svc.url, headers))
         output = svc.stop()
-    assert 500 in statuses["created"] | statuses["read"], statuses
+    # Which request meets a statement prepared on another server connection first varies from run to run.
+    assert 500 in set().union(*statuses.values()), statuses
     assert "prepared statement" in output
