@@ -3,6 +3,7 @@
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -85,7 +86,15 @@ def rendered_for_a_patch(project: Path) -> bool:
     return made_in.parent == Path(tempfile.gettempdir()).resolve() and made_in.name.startswith("tmp")
 
 
+def drop_caches(project: Path) -> None:
+    """vendor/ is copied from the template's library as it lies: a checkout where its tests ran has
+    bytecode caches there, which belong to no bake."""
+    for cache in sorted((project / "vendor").rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 if __name__ == "__main__":
+    drop_caches(Path.cwd())
     write_env(Path.cwd())
     note = record_template(Path.cwd(), SOURCE["template"], SOURCE["repo_dir"])
     if not rendered_for_a_patch(Path.cwd()):

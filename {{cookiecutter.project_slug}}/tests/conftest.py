@@ -18,18 +18,19 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from heaven_plugins import logs
+from heaven_plugins.migrate import migrate
+from heaven_plugins.postgres import Postgres
+from heaven_plugins.server import Limits, options
+from heaven_plugins.signin.passwords import Passwords
+from heaven_plugins.web import App
 
 import {{ cookiecutter.package_name }}
-from {{ cookiecutter.package_name }} import logs
 from {{ cookiecutter.package_name }}.admin import grant
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.migrate import migrate
-from {{ cookiecutter.package_name }}.passwords import Passwords
-from {{ cookiecutter.package_name }}.postgres import Postgres
-from {{ cookiecutter.package_name }}.server import Limits, options
+from {{ cookiecutter.package_name }}.migrate import MIGRATIONS
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.users import NewUser
-from {{ cookiecutter.package_name }}.web import App
 
 SECRET = secrets.token_urlsafe(32)
 # The tests hash hundreds of passwords: at argon2's real cost (test_passwords.py) that would take minutes.
@@ -82,7 +83,7 @@ def _logs_written_while_captured():
 async def migrated(database_url) -> str:
     conn = await asyncpg.connect(database_url)
     try:
-        await migrate(conn)
+        await migrate(conn, MIGRATIONS)
     finally:
         await conn.close()
     return database_url
@@ -306,7 +307,7 @@ class Process:
         environ = {**os.environ, "PYTHONPATH": SOURCE, "FORWARDED_ALLOW_IPS": ""}
         environ.update(environment(database_url, **overrides))
         app = "{{ cookiecutter.package_name }}.app:app"
-        protocol = "{{ cookiecutter.package_name }}.server:HTTPProtocol"
+        protocol = "heaven_plugins.server:HTTPProtocol"
         command = [sys.executable, "-m", "uvicorn", app, "--port", str(self.port), "--http", protocol]
         with log.open("wb") as output:  # from a folder without a .env
             self.process = subprocess.Popen(command, env=environ, cwd=log.parent, stdout=output, stderr=output)

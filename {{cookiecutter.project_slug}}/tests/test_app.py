@@ -11,11 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 from heaven.constants import DEFAULT
+from heaven_plugins.web import public, send
 
 import {{ cookiecutter.package_name }}
-from {{ cookiecutter.package_name }}.auth import public
-from {{ cookiecutter.package_name }}.postgres import DB
-from {{ cookiecutter.package_name }}.web import send
+from {{ cookiecutter.package_name }}.resources import DB
 
 # Where the package is imported from, so the child finds it whether installed or not.
 SOURCE = str(Path({{ cookiecutter.package_name }}.__file__).parents[1])

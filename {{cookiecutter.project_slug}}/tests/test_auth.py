@@ -12,13 +12,13 @@ from urllib.parse import quote
 import asyncpg
 import httpx
 import pytest
+from heaven_plugins.signin import AUTH
+from heaven_plugins.signin.passwords import Passwords
+from heaven_plugins.signin.tokens import SELECT_CUTOFF, VOID_USER_TOKENS, Tokens
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ADMIN, FAST_HASHING, PASSWORD, SECRET, admin_command, eventually, sign_in, sign_up
-from {{ cookiecutter.package_name }}.auth import AUTH
-from {{ cookiecutter.package_name }}.passwords import Passwords
-from {{ cookiecutter.package_name }}.tokens import SELECT_CUTOFF, VOID_USER_TOKENS, Tokens
 
 PROTECTED = [("GET", "/users"), ("GET", "/users/1"), ("PATCH", "/users/1"), ("DELETE", "/users/1")]
 PROTECTED += [("GET", "/users/me"), ("PATCH", "/users/me"), ("DELETE", "/users/me"), ("DELETE", "/auth/token")]

@@ -2,11 +2,11 @@
 
 import httpx
 import pytest
+from heaven_plugins import logs
+from heaven_plugins.web import public
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from {{ cookiecutter.package_name }} import logs
-from {{ cookiecutter.package_name }}.auth import public
 from {{ cookiecutter.package_name }}.settings import Settings
 
 APP = "https://app.example.com"

@@ -1,9 +1,9 @@
 """/docs/openapi.json describes every route with the Structs its handler reads and answers; /docs shows it."""
 
 import msgspec
+from heaven_plugins.docs import BEARER, METHODS, openapi
 
-from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.docs import BEARER, METHODS, PROJECT, openapi
+from {{ cookiecutter.package_name }}.app import PROJECT, create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.users import NewUser, User, UserPatch
 
@@ -98,7 +98,7 @@ async def test_bodies_and_answers_are_the_structs_schemas(client):
 
 def test_every_handler_says_what_it_answers():
     # A route added without @documented would be listed with nothing but 500 and 503.
-    document = openapi(create_app(Settings()))  # builds the routes; connects to nothing
+    document = openapi(create_app(Settings()), PROJECT)  # builds the routes; connects to nothing
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
             assert set(operation["responses"]) - {"500", "503"}, f"{method.upper()} {path} is not @documented"
@@ -128,7 +128,7 @@ def test_a_docstring_is_a_short_summary_and_a_description_in_reading_order():
 
     app.DELETE("/things/:id", remove_thing)
     app.GET("/things", list_things)
-    document = openapi(app)
+    document = openapi(app, PROJECT)
     assert document["info"]["title"] == PROJECT["name"] != PROJECT["distribution"]
     remove = document["paths"]["/things/{id}"]["delete"]
     assert remove["summary"] == "Remove a thing"

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from heaven_plugins import logs
+from heaven_plugins.logs import Console, JSONFormatter, access
+from heaven_plugins.web import HTTPError, send
 
 from conftest import ADMIN, make_admin, sign_in
-from {{ cookiecutter.package_name }} import logs
-from {{ cookiecutter.package_name }}.logs import Console, JSONFormatter, access
-from {{ cookiecutter.package_name }}.web import HTTPError, send
 
 GENERATED = re.compile(r"[0-9a-f]{12}-[0-9]+")
 
@@ -260,7 +260,7 @@ async def test_console_lines_are_short_and_tracebacks_print_as_tracebacks(failin
 )
 def test_a_terminal_gets_coloured_lines_and_anything_else_json(terminal, log_format, console):
     script = (
-        "import logging; from {{ cookiecutter.package_name }} import logs; logs.configure('INFO'); "
+        "import logging; from heaven_plugins import logs; logs.configure('INFO'); "
         "logging.getLogger('{{ cookiecutter.package_name }}.x').warning('look here'); logs.writer.flush()"
     )
     environ = {key: value for key, value in os.environ.items() if key not in ("LOG_FORMAT", "NO_COLOR")}

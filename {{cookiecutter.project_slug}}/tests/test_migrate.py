@@ -4,8 +4,7 @@ import asyncio
 
 import asyncpg
 import pytest
-
-from {{ cookiecutter.package_name }}.migrate import migrate
+from heaven_plugins.migrate import migrate
 
 
 @pytest.fixture
@@ -30,8 +29,8 @@ async def test_applies_each_file_once_in_order(scratch):
     connect, directory = scratch
     conn = await connect()
     try:
-        assert await migrate(conn, directory) == ["0001_a.sql", "0002_b.sql"]
-        assert await migrate(conn, directory) == []
+        assert await migrate(conn, [directory]) == ["0001_a.sql", "0002_b.sql"]
+        assert await migrate(conn, [directory]) == []
         assert await conn.fetchval("SELECT count(*) FROM a") == 1
     finally:
         await conn.close()
@@ -41,7 +40,7 @@ async def test_two_processes_at_once_apply_each_file_once(scratch):
     connect, directory = scratch
     conns = [await connect() for _ in range(3)]
     try:
-        results = await asyncio.gather(*(migrate(conn, directory) for conn in conns))
+        results = await asyncio.gather(*(migrate(conn, [directory]) for conn in conns))
         assert sorted(name for applied in results for name in applied) == ["0001_a.sql", "0002_b.sql"]
         assert await conns[0].fetchval("SELECT count(*) FROM a") == 1
     finally:
@@ -56,7 +55,7 @@ async def test_a_failing_file_leaves_no_trace_and_stops_the_run(scratch):
     conn = await connect()
     try:
         with pytest.raises(asyncpg.UndefinedFunctionError):
-            await migrate(conn, directory)
+            await migrate(conn, [directory])
         names = [row["name"] for row in await conn.fetch("SELECT name FROM schema_migrations ORDER BY name")]
         assert names == ["0001_a.sql", "0002_b.sql"]
         assert await conn.fetchval("SELECT to_regclass('c')") is None

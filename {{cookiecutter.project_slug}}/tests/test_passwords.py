@@ -11,15 +11,15 @@ from urllib.parse import urlsplit
 import argon2
 import httpx
 import pytest
-
-from conftest import PASSWORD, sign_up
-from {{ cookiecutter.package_name }}.passwords import (
+from heaven_plugins.signin.passwords import (
     PROCESS_MIB,
     Passwords,
     PasswordsBusy,
     container_limits,
     hash_threads,
 )
+
+from conftest import PASSWORD, sign_up
 from {{ cookiecutter.package_name }}.settings import Settings
 
 

@@ -13,10 +13,7 @@ import httpx
 import msgspec
 import pytest
 from heaven import Router
-
-from conftest import settings_for
-from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.postgres import (
+from heaven_plugins.postgres import (
     DB,
     BindError,
     DatabaseReadOnly,
@@ -24,7 +21,12 @@ from {{ cookiecutter.package_name }}.postgres import (
     Postgres,
     bind_rows,
     describe,
+    postgres_of,
 )
+
+from conftest import settings_for
+from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.resources import DB as PROJECT_DB
 from {{ cookiecutter.package_name }}.users import User
 
 
@@ -159,8 +161,9 @@ async def test_install_puts_the_plugin_on_the_app_and_each_requests_context(migr
     assert db.pool is None  # closed by the shutdown hook
 
 
-async def test_the_default_context_name_is_the_projects(migrated):
-    assert Postgres(migrated).name == DB.name == "{{ cookiecutter.context_name }}"
+async def test_the_apps_database_is_on_the_context_under_the_projects_name(migrated):
+    app = create_app(settings_for(migrated))
+    assert postgres_of(app).name == PROJECT_DB.name == "{{ cookiecutter.context_name }}"
 
 
 async def test_startup_fails_naming_the_server_never_the_password(closed_port):
@@ -290,7 +293,7 @@ async def test_a_timed_out_statement_in_a_transaction_is_503_and_leaves_nothing_
 async def test_a_write_on_a_read_only_server_is_503_database_read_only_and_reads_go_on(role, conn):
     await conn.execute(f"ALTER ROLE {role.name} SET default_transaction_read_only = on")
     async with running(Postgres(role.url, min_size=1)) as db:
-        with records("{{ cookiecutter.package_name }}.postgres", db) as logged:
+        with records("heaven_plugins.postgres", db) as logged:
             with pytest.raises(DatabaseReadOnly) as refused:
                 await db.execute("INSERT INTO users (email, name) VALUES ('w@example.com', 'W')")
             assert (refused.value.status, refused.value.code) == (503, "database_read_only")
@@ -304,7 +307,7 @@ async def test_a_write_on_a_read_only_server_is_503_database_read_only_and_reads
 
 async def test_a_transaction_the_code_declares_read_only_is_not_a_failover(migrated):
     async with running(Postgres(migrated, min_size=1)) as db:
-        with records("{{ cookiecutter.package_name }}.postgres", db) as logged:
+        with records("heaven_plugins.postgres", db) as logged:
             with pytest.raises(DatabaseReadOnly):
                 async with db.transaction(readonly=True) as tx:
                     await tx.execute("INSERT INTO users (email, name) VALUES ('r@example.com', 'R')")
@@ -315,7 +318,7 @@ async def test_a_transaction_the_code_declares_read_only_is_not_a_failover(migra
 async def test_credentials_refused_while_reconnecting_are_503_and_one_outage(role, conn):
     async with running(Postgres(role.url, min_size=1, max_size=2)) as db:
         assert await db.fetchval("SELECT 1") == 1 and await db.check() == "ok"
-        with records("{{ cookiecutter.package_name }}.postgres", db) as logged:
+        with records("heaven_plugins.postgres", db) as logged:
             await conn.execute(f"ALTER ROLE {role.name} NOLOGIN")
             await conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role.name}'")
             for _ in range(3):
@@ -347,7 +350,7 @@ async def test_too_many_connections_is_503(role, conn):
 
 async def test_the_pools_reconnect_retries_are_one_line_then_quiet_during_the_outage(role, conn):
     async with running(Postgres(role.url, min_size=2, max_size=2)) as db:
-        with records("asyncpg.pool", db) as retries, records("{{ cookiecutter.package_name }}.postgres", db) as logged:
+        with records("asyncpg.pool", db) as retries, records("heaven_plugins.postgres", db) as logged:
             await conn.execute(f"ALTER ROLE {role.name} NOLOGIN")
             await conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role.name}'")
 
@@ -370,7 +373,7 @@ async def test_a_503_says_why_in_words_and_when_to_try_again(serve):
         gone = Path(folder) / "gone"
     app = create_app(settings_for(f"postgresql://app@/appdb?host={gone}", pool_min_size=0))
     db = app.peek(DB.name)
-    with records("{{ cookiecutter.package_name }}.postgres", db) as logged:
+    with records("heaven_plugins.postgres", db) as logged:
         async with httpx.AsyncClient(base_url=await serve(app=app)) as http:
             response = await http.post("/users", json={"email": "s@example.com", "name": "S", "password": "x" * 12})
             health = await http.get("/health")

@@ -12,17 +12,17 @@ import msgspec
 import pytest
 import regress
 from heaven.constants import DEFAULT
+from heaven_plugins.docs import openapi
+from heaven_plugins.fields import MAX_ID, Email, Name, Text, normal_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import PASSWORD, sign_in
-from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.docs import openapi
-from {{ cookiecutter.package_name }}.resources import MAX_ID, Email, Name, Text, normal_email
+from {{ cookiecutter.package_name }}.app import PROJECT, create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
 APP = create_app(Settings())  # builds the routes; connects to nothing
-DOCUMENT = openapi(APP)
+DOCUMENT = openapi(APP, PROJECT)
 MULTILINE = Text(1000, multiline=True)
 
 

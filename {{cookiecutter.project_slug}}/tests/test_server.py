@@ -10,8 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-
-from {{ cookiecutter.package_name }}.server import Limits
+from heaven_plugins.server import Limits
 
 
 def refusals(lines: list[dict], reason: str) -> list[dict]:
@@ -205,6 +204,6 @@ async def test_x_forwarded_for_is_ignored_unless_its_proxy_is_named(migrated, se
 
 
 def test_bounds_that_make_no_sense_stop_the_server_naming_them():
-    with pytest.raises(SystemExit, match="http_header_timeout"):
+    with pytest.raises(SystemExit, match="HTTP_HEADER_TIMEOUT"):
         Limits.from_env({"HTTP_HEADER_TIMEOUT": "0"}, env_file=None)
     assert Limits.from_env({"HTTP_MAX_CONNECTIONS": "7"}, env_file=None).http_max_connections == 7

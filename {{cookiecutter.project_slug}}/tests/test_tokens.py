@@ -4,8 +4,7 @@ import time
 
 import asyncpg
 import pytest
-
-from {{ cookiecutter.package_name }}.tokens import INSERT_REVOCATION, Principal, Revocations, Tokens
+from heaven_plugins.signin.tokens import INSERT_REVOCATION, Principal, Revocations, Tokens
 
 SECRET, OTHER = "s" * 32, "o" * 32
 

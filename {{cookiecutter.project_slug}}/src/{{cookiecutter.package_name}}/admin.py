@@ -16,13 +16,11 @@ import sys
 
 import asyncpg
 import msgspec
+from heaven_plugins.fields import normal_email
+from heaven_plugins.migrate import connect
+from heaven_plugins.signin import DELETE_ACCOUNT_COUNT, DELETE_PAIR_COUNTS, VOID_USER_TOKENS, Passwords
 
-from .auth import DELETE_ACCOUNT_COUNT, DELETE_PAIR_COUNTS
-from .migrate import connect
-from .passwords import Passwords
-from .resources import normal_email
 from .settings import Settings
-from .tokens import VOID_USER_TOKENS
 from .users import NewUser
 
 SELECT_USER_FOR_UPDATE = "SELECT id FROM users WHERE lower(email) = lower($1) FOR UPDATE"
@@ -85,7 +83,7 @@ async def main(argv: list[str] | None = None) -> None:
         except msgspec.ValidationError as exc:
             raise SystemExit(f"Not changed: {exc}") from None
         password_hash = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib).hash_now(user.password)
-    conn = await connect(settings)
+    conn = await connect(settings.database_url, settings.connect_timeout)
     try:
         if args.unlock:
             if not await unlock(conn, normal_email(args.email)):

@@ -2,14 +2,21 @@
 `uvicorn {{ cookiecutter.package_name }}.app:app`."""
 
 import gc
+from pathlib import Path
 
-from . import docs, health, logs, metrics, users
-from .auth import Auth, Throttle
-from .cors import CORS, parse_origins
-from .passwords import Passwords
-from .postgres import Postgres
+from heaven_plugins import health, logs, metrics
+from heaven_plugins.cors import CORS, parse_origins
+from heaven_plugins.docs import Docs, read_project
+from heaven_plugins.postgres import Postgres
+from heaven_plugins.signin import Auth, Passwords, Throttle
+from heaven_plugins.web import App
+
+from . import users
+from .resources import DB
 from .settings import Settings
-from .web import App
+
+# The name, description and distribution the OpenAPI document (/docs) and dev's banner give.
+PROJECT = read_project(Path(__file__).with_name("project.json"))
 
 # Python's collector looks at its youngest objects every 700 container allocations net of frees, and
 # answering a request makes thousands, nearly all freed by the end of it. Every 7,000 instead: 4 % fewer
@@ -32,6 +39,7 @@ def create_app(settings: Settings) -> App:
             query_timeout=settings.query_timeout,
             statement_cache_size=settings.statement_cache_size,
             tcp_user_timeout=settings.tcp_user_timeout,
+            name=DB.name,
         )
     )
     # Before the routes: every route registered after it needs a token unless marked public.
@@ -54,14 +62,14 @@ def create_app(settings: Settings) -> App:
         app.plugin(metrics)
     app.plugin(health)
     app.plugin(users)
-    app.plugin(docs)
+    app.plugin(Docs(PROJECT))
     return app
 
 
 def configure_logging(level: str) -> None:
     """Every log record of the process, uvicorn's and asyncpg's included, to stderr at `level`, written
     off the request path: one JSON object a line, or a short line for a person when stderr is a
-    terminal or LOG_FORMAT=console (logs.py)."""
+    terminal or LOG_FORMAT=console (heaven_plugins.logs)."""
     logs.configure(level)
 
 

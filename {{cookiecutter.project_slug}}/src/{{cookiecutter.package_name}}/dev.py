@@ -1,134 +1,22 @@
 """Local development without Docker: `python -m {{ cookiecutter.package_name }}.dev`.
 
-Uses DATABASE_URL when the environment sets it; otherwise starts a Postgres of its own whose data
-stays in .pgdata/ between runs. Serves with reload on port 8000, and every start and reload first
-applies the migrations not applied yet. While it runs, .dev.env names its database, so
-`python -m {{ cookiecutter.package_name }}.migrate` (anything reading the settings) reaches the same one.
+Serves with reload on port 8000, applying new migrations at each start, on DATABASE_URL if the
+environment sets it, else on a Postgres of its own whose data stays in .pgdata/ (heaven_plugins.dev).
 """
 
-import argparse
-import logging
-import os
-import warnings
-from pathlib import Path
-from urllib.parse import urlsplit
+from heaven_plugins import dev
+from heaven_plugins.web import App
 
-import asyncpg
-import uvicorn
-
-from . import server
-from .app import create_app
-from .docs import PROJECT
-from .migrate import migrate
-from .settings import DEV_ENV, Settings
-from .web import App
-
-log = logging.getLogger(__name__)
-PACKAGE = Path(__file__).parent
-
-
-def local_postgres(data: Path) -> str:
-    """Start (or find running) a Postgres keeping its data in `data`; returns its URL."""
-    # pgserver logs every initdb and pg_ctl run with its whole transcript, at INFO; platformdirs warns
-    # that XDG_RUNTIME_DIR is unset (most containers and CI). Neither tells a person anything here:
-    # a failure still raises, with its output.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdirs")
-    import pgserver  # a dev dependency: Postgres binaries in a wheel, no system install needed
-
-    return pgserver.get_server(data.resolve(), cleanup_mode="stop").get_uri()
-
-
-async def apply_migrations(database_url: str) -> list[str]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return await migrate(conn)
-    finally:
-        await conn.close()
+from .app import PROJECT, create_app
+from .migrate import MIGRATIONS
+from .settings import Settings
 
 
 def create_dev_app() -> App:
-    """The app of app.py, applying new migrations as it starts: a new .sql file reloads the server and
-    is applied. Only here: a production start never migrates behind anyone's back."""
+    """The app of app.py, applying new migrations as it starts; only here, never in production."""
     settings = Settings.from_env()
-    app = create_app(settings)
-
-    async def apply_new_migrations(app) -> None:
-        # A failing migration fails the start; the server waits for the next change to try again.
-        applied = await apply_migrations(settings.database_url)
-        log.info("migrations applied now: %s", ", ".join(applied) or "none")
-
-    app.ON("startup", apply_new_migrations)
-    # Run first (Heaven keeps startup hooks in a deque): sign-in reads its tables as it starts, so a
-    # migration that makes them must have run by then.
-    app.initializers.rotate(1)
-    return app
-
-
-def shown(database_url: str) -> str:
-    """The URL with its password, if it has one, masked: what dev prints."""
-    parts = urlsplit(database_url)
-    if not parts.password:
-        return database_url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
-
-
-def record(database_url: str, path: Path) -> None:
-    """Name dev's database in `path`, which the settings read after .env, for as long as dev runs."""
-    path.write_text(
-        f"# Written by `python -m {__package__}.dev` while it runs (process DEV_PID), and removed when it stops.\n"
-        f"DATABASE_URL={database_url}\nDEV_PID={os.getpid()}\n",
-        encoding="utf-8",
-    )
-    path.chmod(0o600)  # it may hold a password, as .env does
-
-
-def banner(url: str, database_url: str, data: Path | None, reload: bool) -> str:
-    """What dev prints once as it starts: where to call it, its database, how to make the first admin."""
-    where = f"{data}/, kept between runs" if data else "the server of DATABASE_URL, from the environment"
-    return "\n".join(
-        [
-            f"{PROJECT['name']}, served by dev{' (reloads when a .py or .sql file changes)' if reload else ''}",
-            f"  service  {url}",
-            f"  docs     {url}/docs",
-            f"  data     {where}",
-            f"DATABASE_URL={shown(database_url)}  (in {DEV_ENV} while dev runs)",
-            f"The first admin: python -m {__package__}.admin you@example.com  (asks for a password)",
-        ]
-    )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--no-reload", dest="reload", action="store_false")
-    args = parser.parse_args()
-
-    data = None if os.environ.get("DATABASE_URL") else Path(".pgdata")
-    database_url = os.environ.get("DATABASE_URL") or local_postgres(data)
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(banner(f"http://{host}:{args.port}", database_url, data, args.reload), flush=True)
-    # The server, each process a reload starts, and other commands run here read it from these.
-    os.environ["DATABASE_URL"] = database_url
-    record(database_url, Path(DEV_ENV))
-    try:
-        # The app logs each request itself (ACCESS_LOG); uvicorn's own line would say it twice.
-        uvicorn.run(
-            f"{__package__}.dev:create_dev_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            reload=args.reload,
-            reload_dirs=[str(PACKAGE)] if args.reload else None,
-            reload_includes=["*.py", "*.sql"] if args.reload else None,
-            access_log=False,
-            # The edge's limits and the proxies believed, as the Dockerfile serves (server.py).
-            **server.options(),
-        )
-    finally:
-        Path(DEV_ENV).unlink(missing_ok=True)
+    return dev.migrating(create_app(settings), settings.database_url, MIGRATIONS)
 
 
 if __name__ == "__main__":
-    main()
+    dev.main(f"{__package__}.dev:create_dev_app", PROJECT["name"])

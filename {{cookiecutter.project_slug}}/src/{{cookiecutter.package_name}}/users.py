@@ -5,15 +5,13 @@ from typing import Annotated
 
 import asyncpg
 import msgspec
+from heaven_plugins.docs import Error, documented
+from heaven_plugins.fields import Email, Name, Page, normal_email, not_found, path_id
+from heaven_plugins.signin import AUTH, USER, VOID_USER_TOKENS, Password, admin, client_address
+from heaven_plugins.web import HTTPError, public, read, read_query, send
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from .auth import AUTH, USER, admin, client_address, public
-from .docs import Error, documented
-from .passwords import Password
-from .postgres import DB
-from .resources import Email, Name, Page, normal_email, not_found, path_id
-from .tokens import VOID_USER_TOKENS
-from .web import HTTPError, read, read_query, send
+from .resources import DB
 
 
 class User(Struct):

@@ -1,7 +1,7 @@
 """The server's edge: uvicorn's HTTP protocol with bounds on header size, header and body time, idle
 connections and their number, and the proxies whose forwarded headers are trusted.
 
-Served with `uvicorn <package>.app:app --http <package>.server:HTTPProtocol`, as the Dockerfile does; the
+Served with `uvicorn <package>.app:app --http heaven_plugins.server:HTTPProtocol`, as the Dockerfile does; the
 bounds are read from the environment (and .env) as the settings are.
 
 Why code of our own: uvicorn bounds idle keep-alive (`--timeout-keep-alive`, but not before a
@@ -23,12 +23,9 @@ from typing import Annotated, Any, ClassVar
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .settings import read_dev_env, read_env_file
+from .config import Seconds, from_env
 
 log = logging.getLogger(__name__)
-
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
-
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """The bounds at the HTTP edge; each field is read from the variable of its name in capitals. A proxy
@@ -49,18 +46,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, env_file: Path | None = Path(".env")) -> "Limits":
-        """Read the bounds as Settings.from_env reads the settings: environment, then .dev.env, then .env."""
-        values = read_env_file(env_file) if env_file else {}
-        if env_file:
-            values.update(read_dev_env(env_file.with_name(".dev.env")))
-        values.update(os.environ if environ is None else environ)
-        names = {field.upper(): field for field in cls.__struct_fields__}
-        try:
-            return msgspec.convert(
-                {names[key]: value for key, value in values.items() if key in names}, cls, strict=False
-            )
-        except msgspec.ValidationError as exc:
-            raise SystemExit(f"Invalid settings: {exc}") from None
+        """Read the bounds as the settings are read: environment, then .dev.env, then .env (config.py)."""
+        return from_env(cls, environ, env_file)
 
 
 def _answer(status: bytes, error: str, detail: str, *extra: bytes) -> bytes:

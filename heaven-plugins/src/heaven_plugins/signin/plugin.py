@@ -13,12 +13,12 @@ import msgspec
 from heaven.context import Key
 from msgspec import Meta, Struct
 
-from .docs import Error, documented
+from ..docs import Error, documented
+from ..fields import Email, normal_email
+from ..postgres import DatabaseUnavailable, explain, postgres_of
+from ..web import HTTPError, public, read, send
 from .passwords import Passwords, PasswordsBusy
-from .postgres import DB, DatabaseUnavailable, explain
-from .resources import Email, normal_email
 from .tokens import DELETE_EXPIRED_REVOCATIONS, INSERT_REVOCATION, Principal, Revocations, Tokens
-from .web import HTTPError, read, send
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,6 @@ REFRESH_EVERY = 1.0  # seconds between two reads of the revocations
 # until Postgres answers again. A revoked token thus stops working everywhere within 5 s.
 STALE_AFTER = 5.0
 HOUSEKEEPING_EVERY = 60.0  # seconds between two sweeps of expired revocations and old failure counts
-
-
-def public(handler):
-    """Mark a handler as needing no token (sign-up, sign-in, health, docs)."""
-    handler.public = True
-    return handler
 
 
 def admin(handler):
@@ -199,7 +193,7 @@ class Auth:
         except ValueError as exc:
             make = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             raise RuntimeError(f"{exc}; make one with: {make}") from None
-        self._db = app.peek(DB.name)
+        self._db = postgres_of(app)
         if self._db is None:
             raise RuntimeError("Auth needs the Postgres plugin installed before it")
         await self.passwords.start()
@@ -370,7 +364,8 @@ async def create_token(req, res, ctx):
     from is not locked out by guesses made elsewhere.
     """
     credentials = read(req, decode_credentials)
-    auth, db = ctx.peek(AUTH), ctx.peek(DB)
+    auth = ctx.peek(AUTH)
+    db = auth._db
     user = await auth.check_password(db, credentials.email, credentials.password, client_address(req))
     if user is None:
         raise _unauthorized("invalid_credentials", "wrong email or password", "Bearer")
@@ -384,7 +379,7 @@ async def create_token(req, res, ctx):
 async def delete_token(req, res, ctx):
     """Sign out: the token this request carries stops working, in every process within 5 s."""
     principal = ctx.peek(USER)
-    await ctx.peek(DB).execute(INSERT_REVOCATION, principal.token_id, principal.issued_at)
+    await ctx.peek(AUTH)._db.execute(INSERT_REVOCATION, principal.token_id, principal.issued_at)
     ctx.peek(AUTH).revocations.revoke(principal)
     res.status = 204
     res.body = b""

@@ -6,7 +6,7 @@ import json
 import re
 from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
-from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -15,10 +15,9 @@ from heaven.docs import _example_value, _highlight_json, _highlighted_lines, get
 from markupsafe import Markup, escape
 from msgspec import UNSET, Struct, UnsetType
 
-from .resources import Id
+from .fields import Id
 
 # The project's name and one line about it, as given when it was made (a data file, so no .py holds them).
-PROJECT = json.loads(files(__package__).joinpath("project.json").read_text(encoding="utf-8"))
 ROUTE = "/docs"
 JSON_ROUTE = f"{ROUTE}/openapi.json"
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE"}
@@ -96,8 +95,14 @@ def documented(*, body: Any = None, query: Any = None, responses: dict[int, Any]
     return document
 
 
-def openapi(app) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every route `app` documents (Heaven's discover())."""
+def read_project(path: Path) -> dict[str, str]:
+    """A project's name, description and distribution (whose installed version the document gives), from
+    the JSON file at `path`."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def openapi(app, project: dict[str, str]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route `app` documents (Heaven's discover()), titled by `project`."""
     entries = [e for e in app.discover(DEFAULT) if e["method"] in METHODS and e["documented"]]
     operations = [getattr(e["handler"], "openapi", None) or Operation() for e in entries]
     # Error first: the responses every operation gets (DEFAULT_RESPONSES) need its schema too.
@@ -139,7 +144,7 @@ def openapi(app) -> dict[str, Any]:
         paths.setdefault(path, {})[entry["method"].lower()] = operation
     return {
         "openapi": "3.1.0",
-        "info": {"title": PROJECT["name"], "description": PROJECT["description"], "version": _version()},
+        "info": {"title": project["name"], "description": project["description"], "version": _version(project)},
         "paths": paths,
         "components": {"schemas": components, **({"securitySchemes": BEARER} if app.guarded else {})},
     }
@@ -238,13 +243,23 @@ def _markdown(text: str) -> Markup:
     return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped))  # noqa: S704 (escaped above)
 
 
-def install(app) -> None:
-    """Register /docs and /docs/openapi.json on `app`, left out of the document they serve."""
+class Docs:
+    """The plugin: /docs, a page for people, and /docs/openapi.json, the document it shows, of `project`
+    (read_project)."""
 
+    def __init__(self, project: dict[str, str]) -> None:
+        self.project = project
+
+    def install(self, app) -> None:
+        """Register /docs and /docs/openapi.json on `app`, left out of the document they serve."""
+        _install(app, self.project)
+
+
+def _install(app, project: dict[str, str]) -> None:
     # Built on the first request, once every plugin has registered its routes.
     @functools.cache
     def rendered() -> tuple[bytes, str]:
-        document = openapi(app)
+        document = openapi(app, project)
         return msgspec.json.encode(document), page(document)
 
     async def openapi_json(req, res, ctx):
@@ -307,8 +322,8 @@ def _response(status: int, schema: dict | None) -> dict:
     return response
 
 
-def _version() -> str:
+def _version(project: dict[str, str]) -> str:
     try:
-        return version(PROJECT["distribution"])
+        return version(project["distribution"])
     except PackageNotFoundError:  # run from the source tree, not installed
         return "0.0.0"

@@ -20,8 +20,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-from .auth import public
-from .postgres import DB
+from .postgres import postgres_of
+from .web import public
 
 ROUTE = "/metrics"
 # No `_created` series beside each counter and histogram: a timestamp per series that dashboards do not use.
@@ -128,7 +128,7 @@ class Metrics:
                     bucket.inc(count)
             child._sum.inc(latency[-1])
         self.in_flight.set(self._app.in_flight)
-        db = self._app.peek(DB.name)
+        db = postgres_of(self._app)
         pool = getattr(db, "pool", None)
         self.pool_size.set(pool.get_size() if pool is not None else 0)
         self.pool_idle.set(pool.get_idle_size() if pool is not None else 0)

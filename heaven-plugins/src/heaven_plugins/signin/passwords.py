@@ -15,7 +15,7 @@ from typing import Annotated
 import argon2
 from msgspec import Meta
 
-from .web import HTTPError
+from ..web import HTTPError
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,9 @@
 
 from msgspec import Struct
 
-from .auth import public
 from .docs import documented
-from .postgres import DB, RETRY_AFTER
-from .web import send
+from .postgres import RETRY_AFTER, postgres_of
+from .web import public, send
 
 # /health answers within a second, whatever the pool does: a probe that takes longer counts as no answer.
 WITHIN = 0.8
@@ -30,7 +29,7 @@ async def check_health(req, res, ctx):
     """Readiness: 200 while Postgres answers (`degraded` when it is read-only, as reads still work);
     503 when it does not (`unavailable`) or when every pool connection is taken and requests are
     refused (`busy`). Asked over a connection of its own, so it never waits behind requests."""
-    db = ctx.peek(DB)
+    db = postgres_of(req.app)
     database = await db.check(WITHIN)
     if database == "unreachable" or db.busy:
         send(res, {"status": "unavailable" if database == "unreachable" else "busy", "database": database}, 503)

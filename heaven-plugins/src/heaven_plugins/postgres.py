@@ -102,8 +102,16 @@ class Connection(asyncpg.Connection):
         return super().get_reset_query()
 
 
-# Where the plugin puts itself on each request's context: `ctx.peek(DB)` (typed), or `ctx.{{ cookiecutter.context_name }}`.
-DB: Key["Postgres"] = Key("{{ cookiecutter.context_name }}")
+# Where the plugin puts itself on each request's context, by default: `ctx.peek(DB)` (typed), or `ctx.db`.
+# `Postgres(..., name=...)` picks another name; a project then makes its own Key of that name.
+DB: Key["Postgres"] = Key("db")
+# Where it keeps itself on the app whatever its name, for the plugins that use it: `postgres_of(app)`.
+PLUGIN = "heaven_plugins.postgres"
+
+
+def postgres_of(app) -> "Postgres":
+    """The Postgres plugin installed on `app` (sign-in, health and metrics ask for it this way)."""
+    return app.peek(PLUGIN)
 
 
 # Seconds a 503 asks its client to wait before trying again (Retry-After). An outage the plugin sees
@@ -297,6 +305,7 @@ class Postgres(_Querying):
         app.ON("startup", self.startup)
         app.ON("shutdown", self.shutdown)
         app.keep(self.name, self)
+        app.keep(PLUGIN, self)
         if hasattr(app, "provide"):  # this project's App: the same, without a hook on every request
             app.provide(self.name, self)
             return

@@ -32,6 +32,12 @@ _JSON = ("Content-Type", "application/json")
 _JSON_MEDIA_TYPE = re.compile(r"application/(?:[-!#$%&'*+.^_`|~0-9a-z]+\+)?json", re.ASCII | re.IGNORECASE)
 
 
+def public(handler):
+    """Mark a handler as needing no token (sign-up, sign-in, health, docs): read by a guard (sign-in's)."""
+    handler.public = True
+    return handler
+
+
 class HTTPError(Exception):
     """Raise from a handler to answer `{"error": code, "detail": ..., "field": ...}` with `status`,
     and `headers` (name, value pairs) such as `WWW-Authenticate` or `Retry-After`."""
