@@ -195,6 +195,7 @@ class App(Router):
       requests being answered.
     - `provide(key, value)` puts a value on every request's context, as a `BEFORE('/*')` hook
       would, at a fraction of a hook's cost.
+    - `answer(kind, to_error)` says how an exception type a plugin raises is answered (an HTTPError).
     - `guard(rule)` runs a check before every handler registered after it (sign-in, auth.py).
     - `wrap(layer)` puts an ASGI layer around every HTTP request, before routing (CORS, cors.py).
     - Shutdown hooks run last registered first: a plugin installed after another, and perhaps
@@ -206,6 +207,9 @@ class App(Router):
         # Kept here rather than read back from Heaven's private attributes (_debug, _max_body_size).
         self._show_tracebacks = debug
         self._rule: Callable[[Callable], Callable | None] | None = None
+        # Exception type -> how it is answered (answer()); read at each failure, so routes registered
+        # before a plugin registers its answers get them too.
+        self._answers: dict[type[BaseException], Callable[[Any], HTTPError]] = {}
         self._serve = self._route
         # Heaven routes a request with no subdomain through this engine (tests/test_heaven.py checks it).
         self.subdomains[DEFAULT] = _JSONRoutes(debug, max_body_size)
@@ -244,6 +248,13 @@ class App(Router):
             raise RuntimeError("install the guard before any route, or those routes would escape it")
         self._rule = rule
 
+    def answer(self, kind: type[BaseException], to_error: Callable[[Any], HTTPError]) -> None:
+        """Answer an exception of type `kind` (or of a subclass) escaping a handler as the HTTPError that
+        `to_error(exc)` makes, as Starlette's exception handlers do: a layer raises its own errors and the
+        plugin that owns them says how they are answered (the Postgres plugin: 503 when the database cannot
+        answer, 409 for a unique violation). The closest registered type wins; anything else is a 500."""
+        self._answers[kind] = to_error
+
     @property
     def guarded(self) -> bool:
         """Whether a guard checks the routes (`guard`)."""
@@ -262,7 +273,7 @@ class App(Router):
             if check is not None:
                 raise TypeError(f"websocket {route} would escape the guard: check in the handler and mark it public")
         else:
-            handler = _answering_errors(handler, check, self._show_tracebacks)
+            handler = _answering_errors(handler, check, self._show_tracebacks, self._answers)
         return super().abettor(method, route, handler, *args, **kwargs)
 
     async def __call__(self, scope, receive, send):
@@ -318,7 +329,7 @@ async def _run_all(hooks, app, last_first: bool = False) -> None:
         await (hooks.pop() if last_first else hooks.popleft())(app)
 
 
-def _answering_errors(handler, check, debug: bool):
+def _answering_errors(handler, check, debug: bool, answers: dict):
     asynchronous = inspect.iscoroutinefunction(handler)
 
     @functools.wraps(handler)
@@ -331,13 +342,29 @@ def _answering_errors(handler, check, debug: bool):
             else:
                 handler(req, res, ctx)
         except HTTPError as exc:
-            send(res, exc.body(), exc.status)
-            for header in exc.headers:
-                res.headers = header
+            _send_error(res, exc)
         except Exception as exc:
-            _internal_error(res, exc, req.method, req.url, debug)
+            error = _answered(exc, answers) if answers else None
+            if error is None:
+                _internal_error(res, exc, req.method, req.url, debug)
+            else:
+                _send_error(res, error)
 
     return answering_errors
+
+
+def _answered(exc: Exception, answers: dict) -> HTTPError | None:
+    for kind in type(exc).__mro__:
+        to_error = answers.get(kind)
+        if to_error is not None:
+            return to_error(exc)
+    return None
+
+
+def _send_error(res, exc: HTTPError) -> None:
+    send(res, exc.body(), exc.status)
+    for header in exc.headers:
+        res.headers = header
 
 
 def _internal_error(res, exc: Exception, method: str, path: str, debug: bool) -> None:
