@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from heaven.constants import DEFAULT
-from heaven_plugins.web import public, send
+from heaven_plugins.web import HTTPError, public, send
 
 import {{ cookiecutter.package_name }}
 from {{ cookiecutter.package_name }}.resources import DB
@@ -105,6 +105,41 @@ async def test_daemons_start_once_the_database_is_up(new_app, serve, conn):
     await serve(app=app)
     await asyncio.wait_for(ran.wait(), 5)
     assert seen == [2]
+
+
+async def test_an_exception_type_a_plugin_registers_is_answered_as_registered(new_app, serve):
+    app = new_app()
+
+    class Refused(Exception):
+        pass
+
+    class RefusedHarder(Refused):
+        pass
+
+    class Unknown(Exception):
+        pass
+
+    app.answer(Refused, lambda exc: HTTPError(418, "refused", f"refused: {exc}", headers=(("X-Why", "tea"),)))
+    raised = {"/refused": Refused("no"), "/harder": RefusedHarder("never"), "/unknown": Unknown("what")}
+
+    @public
+    async def handler(req, res, ctx):
+        raise raised[req.url]
+
+    def hook(req, res, ctx):
+        raise Refused("in a hook")
+
+    for path in raised:
+        app.GET(path, handler)
+    app.BEFORE("/hooked", hook)
+    app.GET("/hooked", handler)
+    async with httpx.AsyncClient(base_url=await serve(app=app)) as client:
+        answers = {path: await client.get(path) for path in [*raised, "/hooked"]}
+    for path, detail in [("/refused", "no"), ("/harder", "never"), ("/hooked", "in a hook")]:
+        assert answers[path].status_code == 418 and answers[path].headers["x-why"] == "tea", path
+        assert answers[path].json() == {"error": "refused", "detail": f"refused: {detail}"}
+    assert answers["/unknown"].status_code == 500
+    assert answers["/unknown"].json()["error"] == "internal_error"
 
 
 async def test_a_header_that_is_not_utf8_is_a_json_400(client):

@@ -90,14 +90,14 @@ async def test_duplicate_email_is_409_whatever_its_case(client):
     await sign_up(client, "dave@example.com")
     response = await client.post("/users", json={**ALICE, "email": "DAVE@example.com"})
     assert response.status_code == 409
-    assert response.json()["field"] == "email"
+    assert response.json() == {"error": "conflict", "detail": "this email is taken already", "field": "email"}
 
 
 async def test_patch_to_a_taken_email_is_409(client, admin):
     await sign_up(client, "erin@example.com")
     frank = await sign_up(client, "frank@example.com")
     response = await admin.patch(f"/users/{frank['id']}", json={"email": "erin@example.com"})
-    assert response.status_code == 409
+    assert response.status_code == 409 and response.json()["field"] == "email"
 
 
 @pytest.mark.parametrize(

@@ -213,6 +213,7 @@ class App(Router):
         self._serve = self._route
         # Heaven routes a request with no subdomain through this engine (tests/test_heaven.py checks it).
         self.subdomains[DEFAULT] = _JSONRoutes(debug, max_body_size)
+        self.subdomains[DEFAULT].answers = self._answers  # one map: what a hook raises is answered alike
         if access_log and logs.access.isEnabledFor(logging.INFO):  # asked once, not on each request
             self.observe(log_request)
         # The last shutdown hook to run (they run last registered first): the lines of the shutdown
@@ -384,6 +385,7 @@ class _JSONRoutes(Routes):
         self.provided: dict[str, Any] = {}
         self.max_body_size = max_body_size
         self.observers: list[Callable] = []
+        self.answers: dict[type[BaseException], Callable[[Any], HTTPError]] = {}  # the App's, for hooks
         self.in_flight = 0
         self._debug = debug
 
@@ -404,10 +406,10 @@ class _JSONRoutes(Routes):
         error = getattr(res, "_unhandled_error", None)
         if error is not None:  # raised by a hook: answered here, as JSON, not printed by Heaven as text
             del res._unhandled_error
+            if not isinstance(error, HTTPError) and self.answers:
+                error = _answered(error, self.answers) or error  # as for a handler (App.answer)
             if isinstance(error, HTTPError):
-                send(res, error.body(), error.status)
-                for header in error.headers:
-                    res.headers = header
+                _send_error(res, error)
             else:
                 _internal_error(res, error, scope.get("method", ""), scope["path"], self._debug)
         # Appended, not res.headers = (...): Heaven's setter rebuilds the list, 1 µs a request.

@@ -1,0 +1,234 @@
+"""The Postgres plugin's face: the pool's lifecycle, the handle on each request's context, its queries and
+transactions, and how its errors are answered."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from heaven.context import Key
+
+from . import answers
+from .connection import Connection, changes_session
+from .errors import ADRIFT, UNAVAILABLE, DatabaseUnavailable, describe, explain
+from .keepalive import keep_alive
+from .outage import Outages
+from .pool import Lender, StuckResets
+from .queries import Queries, Querying
+from .quiet import quiet_floor
+from .watch import Watch
+
+# The package's one logger, whichever module speaks: "heaven_plugins.postgres".
+log = logging.getLogger(__package__)
+
+CLOSE_TIMEOUT = 2.0  # seconds shutdown waits for the pool to close before it terminates the connections
+
+# Where the plugin puts itself on each request's context, by default: `ctx.peek(DB)` (typed), or `ctx.db`.
+# `Postgres(..., name=...)` picks another name; a project then makes its own Key of that name.
+DB: Key["Postgres"] = Key("db")
+# Where it keeps itself on the app whatever its name, for the plugins that use it: `postgres_of(app)`.
+PLUGIN = "heaven_plugins.postgres"
+
+
+def postgres_of(app) -> "Postgres":
+    """The Postgres plugin installed on `app` (sign-in, health and metrics ask for it this way)."""
+    return app.peek(PLUGIN)
+
+
+class Postgres(Querying):
+    """The plugin: `app.plugin(Postgres(dsn))` opens a pool at startup, closes it at shutdown, and
+    puts itself on the app (`app.peek(name)`) and on every request's context (`ctx.<name>`).
+
+    Each query method borrows a connection for that query alone; `connection()` and `transaction()`
+    hold one for a block. A connection goes back to the pool without a reset unless its session may
+    have changed (Connection): run a statement that sets session state in such a block.
+
+    When the database cannot be reached they raise DatabaseUnavailable, and DatabaseReadOnly for a
+    write the server refuses as read-only: the app answers both with a 503 and Retry-After, and a
+    unique violation (asyncpg.UniqueViolationError) with a 409 naming the field (answers.py).
+
+    For health checks and metrics: `available` is False from the first sign of an outage until the
+    database answers again, `outages` counts the outages begun, `waiting` the requests waiting for a
+    connection, `busy` says the pool is exhausted; `check()` asks the database over a connection of
+    the plugin's own, never queueing behind requests.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        name: str = DB.name,
+        min_size: int = 2,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        acquire_timeout: float = 5.0,
+        query_timeout: float | None = 10.0,
+        statement_cache_size: int = 100,
+        tcp_user_timeout: float | None = 10.0,
+    ) -> None:
+        self.dsn, self.name = dsn, name
+        self.pool: asyncpg.Pool | None = None
+        self._pool_options = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "timeout": connect_timeout,
+            "statement_cache_size": statement_cache_size,
+            "init": self._init_connection,
+            "connection_class": Connection,
+        }
+        self._query_timeout = query_timeout
+        self._tcp_user_timeout = tcp_user_timeout
+        # On each record the plugin logs, as `record.postgres`: which plugin said it (not in the JSON line).
+        self._extra = {"postgres": self}
+        self._lender = lender = Lender(acquire_timeout, max_size)
+        # Its methods kept on the plugin: a query reaches them as it would the plugin's own, no hop between.
+        self._acquire, self._release, self._drop = lender.acquire, lender.release, lender.drop
+        self._stuck_resets = StuckResets(lender)
+        self._outages = Outages(describe(dsn), max_size, acquire_timeout, self._extra)
+        self._watch = Watch(dsn, connect_timeout, tcp_user_timeout, self._outages, lender.strays)
+        self._outages.on_trouble = self._watch.watch
+
+    @property
+    def available(self) -> bool:
+        """False from the first sign of an outage until the database answers again."""
+        return self._outages.available
+
+    @property
+    def outages(self) -> int:
+        """The outages begun (confirmed by a probe) since startup."""
+        return self._outages.begun
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting now for a connection of the full pool."""
+        return len(self._lender.waiting)
+
+    @property
+    def busy(self) -> bool:
+        """True while requests are refused for want of a free connection: the pool is exhausted
+        (every connection held by a slow query, a lock), though the database may answer."""
+        return self._outages.exhausted is not None
+
+    def install(self, app) -> None:
+        """Register the startup and shutdown hooks on `app`, put the plugin on every request's context,
+        and say how its errors are answered: DatabaseUnavailable 503, a unique violation 409."""
+        app.ON("startup", self.startup)
+        app.ON("shutdown", self.shutdown)
+        app.keep(self.name, self)
+        app.keep(PLUGIN, self)
+        if hasattr(app, "provide"):  # this project's App: the same, without a hook on every request
+            app.provide(self.name, self)
+            app.answer(DatabaseUnavailable, answers.unavailable)
+            app.answer(asyncpg.UniqueViolationError, answers.conflict)
+            return
+
+        def inject(req, res, ctx):  # not async: Heaven calls a plain hook without a coroutine
+            ctx.keep(self.name, self)
+
+        app.BEFORE("/*", inject)
+
+    async def startup(self, app=None) -> None:
+        """Open the pool; raises, naming host, port and database but never the password, if it cannot."""
+        try:
+            loop = asyncio.get_running_loop()
+            self.pool = await asyncpg.create_pool(self.dsn, **self._pool_options)
+        except Exception as exc:
+            raise RuntimeError(f"cannot connect to Postgres at {describe(self.dsn)}: {explain(exc)}") from None
+        self._lender.open(self.pool, loop)
+        self._outages.loop = loop
+        self._stuck_resets.start()
+        self._watch.start(loop)
+        quiet_floor.watch(self)
+        log.info("connected to Postgres at %s", describe(self.dsn), extra=self._extra)
+
+    async def shutdown(self, app=None) -> None:
+        """Close the pool, letting borrowed connections finish their queries first; if it has not
+        closed within CLOSE_TIMEOUT seconds (a silent network), terminate its connections."""
+        quiet_floor.forget(self)
+        self._lender.close()
+        self._stuck_resets.stop()
+        await self._watch.stop()
+        if self.pool is not None:
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.pool.close()
+            except TimeoutError:
+                self.pool.terminate()
+                log.warning(
+                    "Postgres at %s did not close the pool within %s s: connections terminated",
+                    describe(self.dsn),
+                    CLOSE_TIMEOUT,
+                    extra=self._extra,
+                )
+            else:
+                log.info("disconnected from Postgres at %s", describe(self.dsn), extra=self._extra)
+            self.pool = None
+
+    async def check(self, within: float = 0.8) -> str:
+        """Ask the database, within `within` seconds, over the plugin's own connection (never waiting
+        behind requests for the pool's): "ok", "read_only" (it refuses writes) or "unreachable"."""
+        return await self._watch.check(within)
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Queries]:
+        """Borrow one connection for several statements, outside a transaction."""
+        try:
+            conn = await self._acquire()
+            # Several statements of yours: the connection is reset before it goes back.
+            conn.change_session()
+            try:
+                yield Queries(conn, self._query_timeout)
+            except ADRIFT:
+                self._drop(conn)
+                raise
+            finally:
+                await self._release(conn)
+        except UNAVAILABLE as exc:
+            raise self._outages.refuse(exc) from exc
+
+    async def _run(self, method: str, query: str, args: tuple, **options: Any) -> Any:
+        # One query on a connection borrowed for it alone: what connection() does, without the
+        # context manager and the Queries it allocates, since every request goes through here.
+        try:
+            conn = await self._acquire()
+            try:
+                if changes_session(query):
+                    conn.change_session()
+                return await getattr(conn, method)(query, *args, timeout=self._query_timeout, **options)
+            except ADRIFT:
+                self._drop(conn)
+                raise
+            finally:
+                await self._release(conn)
+        except UNAVAILABLE as exc:
+            raise self._outages.refuse(exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, **options: Any) -> AsyncIterator[Queries]:
+        """`async with db.transaction() as tx:` commits when the block ends, rolls back if it raises.
+
+        options go to asyncpg's `Connection.transaction` (isolation, readonly, deferrable).
+        """
+        async with self.connection() as queries:
+            transaction = queries._conn.transaction(**options)
+            # asyncpg runs BEGIN, COMMIT and ROLLBACK without a timeout: each gets the query timeout here.
+            async with asyncio.timeout(self._query_timeout):
+                await transaction.start()
+            try:
+                yield queries
+            except BaseException as exc:
+                if not isinstance(exc, ADRIFT):  # else the connection is terminated, which rolls back
+                    async with asyncio.timeout(self._query_timeout):
+                        await transaction.rollback()
+                raise
+            async with asyncio.timeout(self._query_timeout):
+                await transaction.commit()
+
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        keep_alive(conn, self._tcp_user_timeout)
+
+    def _floor_failed(self, exc: BaseException) -> None:
+        # Told by the quiet filter on asyncpg's pool logger (quiet.py): the pool failed to reconnect.
+        self._watch.floor_failed(exc)
