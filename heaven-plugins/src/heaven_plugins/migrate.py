@@ -62,27 +62,27 @@ def read_migrations(directories: Sequence[Path]) -> list[tuple[str, str]]:
     return [(name, found[name].read_text(encoding="utf-8")) for name in sorted(found)]
 
 
-async def connect(database_url: str, timeout: float = 5.0) -> asyncpg.Connection:
+async def connect(database_url: str, connect_timeout: float = 5.0) -> asyncpg.Connection:
     """One connection for a command (migrations, a project's admin command), or an exit naming host,
     port and database, never the password."""
     try:
-        return await asyncpg.connect(database_url, timeout=timeout)
+        return await asyncpg.connect(database_url, timeout=connect_timeout)
     except Exception as exc:
         where = describe(database_url)
         raise SystemExit(f"cannot connect to Postgres at {where}: {type(exc).__name__}: {exc}") from None
 
 
-async def apply(database_url: str, directories: Sequence[Path], timeout: float = 5.0) -> list[str]:
+async def apply(database_url: str, directories: Sequence[Path], connect_timeout: float = 5.0) -> list[str]:
     """Connect, migrate, disconnect: what the command and the dev server do."""
-    conn = await connect(database_url, timeout)
+    conn = await connect(database_url, connect_timeout)
     try:
         return await migrate(conn, directories)
     finally:
         await conn.close()
 
 
-def main(database_url: str, directories: Sequence[Path], timeout: float = 5.0) -> None:
+def main(database_url: str, directories: Sequence[Path], connect_timeout: float = 5.0) -> None:
     """A project's `python -m <package>.migrate`: apply what is new, and say what was applied, and where."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr)
-    applied = asyncio.run(apply(database_url, directories, timeout))
+    applied = asyncio.run(apply(database_url, directories, connect_timeout))
     print(f"{describe(database_url)}: applied {len(applied)} migration(s) {', '.join(applied)}".rstrip())
