@@ -71,10 +71,10 @@ def main() -> int:
     valgrind = prepare.ensure_debian_command("valgrind")  # its callgrind counts instructions
     project = prepare.bake_and_install(Path(sys.executable))
     importlib.invalidate_caches()
-    migrate = importlib.import_module(f"{prepare.PACKAGE}.migrate").migrate
+    migrations = importlib.import_module(f"{prepare.PACKAGE}.migrate").MIGRATIONS
     print(f"bench: baked {project}", flush=True)
 
-    dsn = database.prepare(prepare.WORK / "pgdata", LOAD_CORE, migrate)
+    dsn = database.prepare(prepare.WORK / "pgdata", LOAD_CORE, migrations)
     # The baked service signs tokens with a secret of its own, as a bake's .env gives it; they outlive any run.
     os.environ.update({"TOKEN_SECRET": secrets.token_urlsafe(32), "TOKEN_TTL": "86400"})
     with start_server(contenders.BAKED, {**os.environ, **contenders.BAKED.env(dsn, POOL_SIZE)}, scratch) as server:

@@ -31,10 +31,15 @@ class Baked:
         self.path, self.replay, self.answers = path, replay, answers
         self.package = answers["package_name"]
 
+    @property
+    def sources(self) -> list[Path]:
+        """What `make install` puts on the path: the project's package, and the library it carries in vendor/."""
+        return [self.path / "src", self.path / "vendor" / "heaven-plugins" / "src"]
+
     def env(self, **extra: str) -> dict[str, str]:
         """The environment a command of the project runs in: its source importable, no stray database."""
         environ = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TEST_DATABASE_URL"}}
-        environ["PYTHONPATH"] = str(self.path / "src")
+        environ["PYTHONPATH"] = os.pathsep.join(map(str, self.sources))
         # The project's own pytest runs keep their temporary folders beside the bake, out of this run's: a pytest
         # run makes <root>/pytest-of-<user> private (0700) as it starts, and when the suite runs as root, the
         # Postgres and PgBouncer of this run's tests run as other users, who must pass through that folder.

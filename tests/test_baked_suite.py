@@ -50,7 +50,7 @@ def test_a_heaven_that_changed_an_internal_fails_the_bake_naming_it(default_proj
         "-W",
         "ignore::pytest.PytestAssertRewriteWarning",
         "tests/test_heaven.py",
-        PYTHONPATH=os.pathsep.join([str(default_project.path / "src"), str(tmp_path)]),
+        PYTHONPATH=os.pathsep.join(map(str, [*default_project.sources, tmp_path])),
     )
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
     assert "Heaven 2.5.0: Routes.unmatched is gone" in result.stdout
