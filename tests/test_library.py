@@ -39,6 +39,38 @@ def test_the_library_suite_passes_in_its_own_configuration(new_database, tmp_pat
     figures(f"the library's suite: {summary[-1][0]} in {float(summary[-1][1]):.0f} s")
 
 
+# Heaven as a release that renamed an internal the App overrides would be: loaded before the tests are.
+RENAMED_IN_HEAVEN = """
+import heaven.router
+
+heaven.__version__ = "2.5.0"
+heaven.router.Routes.miss = heaven.router.Routes.unmatched
+del heaven.router.Routes.unmatched
+"""
+
+
+def test_a_heaven_that_changed_an_internal_fails_the_library_suite_naming_it(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(RENAMED_IN_HEAVEN)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    environ.update(
+        PYTHONPATH=os.pathsep.join([str(LIBRARY / "src"), str(tmp_path)]), PYTEST_DEBUG_TEMPROOT=str(tmp_path)
+    )
+    # sitecustomize imports Heaven, and anyio with it, before pytest could rewrite anyio's plugin.
+    quiet = ("-W", "ignore::pytest.PytestAssertRewriteWarning")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *quiet, "tests/test_heaven.py"],
+        cwd=LIBRARY,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "Heaven 2.5.0: Routes.unmatched is gone" in result.stdout
+    assert "heaven>=2.4.3,<2.5 in pyproject.toml" in result.stdout
+
+
 def test_the_library_builds_a_wheel_of_its_package(tmp_path):
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(LIBRARY)],
