@@ -163,7 +163,7 @@ class LockedVenv:
         for command in commands:
             self.run(command, project)
         self.seconds[name] = time.perf_counter() - started
-        self.installed[name] = installed(self.python, self.run, project)
+        self.installed[name] = installed(self.python, self.run, project.name)
 
 
 @pytest.fixture(scope="session")
