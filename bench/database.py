@@ -56,20 +56,23 @@ def children(parent: int) -> list[int]:
     return found
 
 
-async def load_users(dsn: str, migrate) -> None:
-    """A fresh users table: the baked project's own migrations, then ROWS rows."""
+async def load_users(dsn: str, migrations: list[Path]) -> None:
+    """A fresh users table: the baked project's migrations (sign-in's among them, `<package>.migrate.MIGRATIONS`),
+    then ROWS rows."""
+    from heaven_plugins.migrate import migrate  # installed with the bake, after this module is imported
+
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         # Whatever an earlier run's migrations made (tables, sign-in's trigger function) goes.
         await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-        await migrate(conn)
+        await migrate(conn, migrations)
         await conn.execute(LOAD_USERS)
         await conn.execute("VACUUM ANALYZE users")
     finally:
         await conn.close()
 
 
-def prepare(directory: Path, core: int, migrate) -> str:
+def prepare(directory: Path, core: int, migrations: list[Path]) -> str:
     dsn = start(directory, core)
-    asyncio.run(load_users(dsn, migrate))
+    asyncio.run(load_users(dsn, migrations))
     return dsn

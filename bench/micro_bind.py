@@ -1,4 +1,4 @@
-"""Rows to Structs: the plugin's bind (bind_rows in the baked postgres.py) against msgspec.convert.
+"""Rows to Structs: the plugin's bind (heaven_plugins.postgres.bind_rows) against msgspec.convert.
 
     python bench/micro_bind.py     # after bench/run.py has made bench/.venv and baked the template
 
@@ -12,6 +12,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import prepare
 
 SIZES = (100, 1_000, 10_000)
 
@@ -29,16 +31,16 @@ def paths(bind_rows, user: type) -> dict:
 async def measure(dsn: str, sizes=SIZES, repeat: int = 25) -> dict:
     """{path: {rows: median ms}} for each conversion of `rows` Records into the baked User Struct."""
     import asyncpg
+    from heaven_plugins.postgres import bind_rows
 
-    package = importlib.import_module("heaven_service.postgres")
-    users = importlib.import_module("heaven_service.users")
+    users = importlib.import_module(f"{prepare.PACKAGE}.users")
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         records = await conn.fetch(users.SELECT_USERS, 0, max(sizes))
     finally:
         await conn.close()
     results: dict[str, dict[str, float]] = {}
-    for name, convert in paths(package.bind_rows, users.User).items():
+    for name, convert in paths(bind_rows, users.User).items():
         for size in sizes:
             rows = records[:size]
             expected = [users.User(*row) for row in rows]
@@ -62,14 +64,12 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
-    import prepare
-
     if not prepare.in_venv():
         raise SystemExit(f"run it with {prepare.venv_python()} (made by bench/run.py)")
     import database
-    from heaven_service.migrate import migrate
 
-    dsn = database.prepare(prepare.WORK / "pgdata", 0, migrate)
+    migrations = importlib.import_module(f"{prepare.PACKAGE}.migrate").MIGRATIONS
+    dsn = database.prepare(prepare.WORK / "pgdata", 0, migrations)
     print(table(asyncio.run(measure(dsn))))
 
 

@@ -47,7 +47,8 @@ def pip(*args: str, timeout: float, python: Path | None = None) -> None:
 
 
 def bake_and_install(python: Path) -> Path:
-    """Bake the template's defaults into .work/ and install that project, with its dependencies, for `python`."""
+    """Bake the template's defaults into .work/ and install that project, its library and their dependencies,
+    for `python`."""
     out = WORK / "bake"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -61,9 +62,12 @@ def bake_and_install(python: Path) -> Path:
     project = out / SLUG
     # --no-build-isolation uses the venv's hatchling instead of fetching one per run; the baked
     # project's own dependencies still come from its pyproject.toml. The first install replaces
-    # the previous bake, the second adds any dependency it lacks.
-    pip("install", "--no-build-isolation", "--force-reinstall", "--no-deps", str(project), timeout=300, python=python)
-    pip("install", "--no-build-isolation", str(project), timeout=600, python=python)
+    # the previous bake and its library (vendor/heaven-plugins, not yet on PyPI), the second adds
+    # any dependency either lacks.
+    library = project / "vendor" / "heaven-plugins"
+    both = (str(library), str(project))
+    pip("install", "--no-build-isolation", "--force-reinstall", "--no-deps", *both, timeout=300, python=python)
+    pip("install", "--no-build-isolation", *both, timeout=600, python=python)
     return project
 
 

@@ -50,10 +50,12 @@ def ratios_text(results: dict) -> str:
     for name, label in results["contenders"].items():
         s = cell(results, name, endpoint, connections)
         if s:
+            # A smoke run counts the instructions of a few contenders only.
+            versus = f", {counted[name] / counted['raw']:5.2f}x its instructions per request" if name in counted else ""
             lines.append(
                 f"  {label:<22} {s['rps']['median'] / floor['rps']['median']:5.2f}x the floor's rps, "
                 f"{s['cpu_us_per_request']['median'] / floor['cpu_us_per_request']['median']:5.2f}x its CPU "
-                f"per request, {counted[name] / counted['raw']:5.2f}x its instructions per request"
+                f"per request{versus}"
             )
     paired = results["paired"]["ratios"]
     lines.append(

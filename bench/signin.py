@@ -85,7 +85,8 @@ async def _time() -> dict:
     from heaven.utils import preprocessor
 
     app = __import__(f"{prepare.PACKAGE}.app", fromlist=["app"]).app
-    module = __import__(f"{prepare.PACKAGE}.tokens", fromlist=["Tokens"])
+    from heaven_plugins.signin.tokens import Tokens
+
     inbox, outbox = asyncio.Queue(), asyncio.Queue()
     await inbox.put({"type": "lifespan.startup"})
     lifespan = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, outbox.put))
@@ -105,7 +106,7 @@ async def _time() -> dict:
         Request(scope, b"", None, preprocessor(scope), app), Context(app)
 
     # Tokens this process has never seen (as from a client's first request): their signature is checked.
-    tokens = module.Tokens([os.environ["TOKEN_SECRET"]], auth.ttl)
+    tokens = Tokens([os.environ["TOKEN_SECRET"]], auth.ttl)
     fresh = iter([f"Bearer {tokens.issue(1, True, time.time())[0]}".encode() for _ in range(7 * 20_000)])
 
     def first_check() -> None:

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 from cookiecutter.main import cookiecutter
+from packaging.utils import canonicalize_name
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 
@@ -31,10 +33,15 @@ class Baked:
         self.path, self.replay, self.answers = path, replay, answers
         self.package = answers["package_name"]
 
+    @property
+    def sources(self) -> list[Path]:
+        """What `make install` puts on the path: the project's package, and the library it carries in vendor/."""
+        return [self.path / "src", self.path / "vendor" / "heaven-plugins" / "src"]
+
     def env(self, **extra: str) -> dict[str, str]:
         """The environment a command of the project runs in: its source importable, no stray database."""
         environ = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TEST_DATABASE_URL"}}
-        environ["PYTHONPATH"] = str(self.path / "src")
+        environ["PYTHONPATH"] = os.pathsep.join(map(str, self.sources))
         # The project's own pytest runs keep their temporary folders beside the bake, out of this run's: a pytest
         # run makes <root>/pytest-of-<user> private (0700) as it starts, and when the suite runs as root, the
         # Postgres and PgBouncer of this run's tests run as other users, who must pass through that folder.
@@ -128,6 +135,68 @@ def new_database(postgres_url):
     return new_database
 
 
+class LockedVenv:
+    """A fresh venv, made as a bake's owner makes it: the Dockerfile's install lines, then `make install`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.python = str(folder / "bin" / "python")
+        self.environ = {
+            k: v for k, v in os.environ.items() if k not in {"TEST_DATABASE_URL", "DATABASE_URL", "PYTHONPATH"}
+        }
+        # The venv's commands first, once it exists; this Python's until then (for `python -m venv`).
+        path = [str(folder / "bin"), str(Path(sys.executable).parent), self.environ["PATH"]]
+        self.environ["PATH"] = os.pathsep.join(path)
+        self.environ["PYTEST_DEBUG_TEMPROOT"] = str(folder.parent)  # as Baked.env() does, and why
+        self.seconds: dict[str, float] = {}  # how long each step took
+        self.installed: dict[str, dict[str, str]] = {}  # {step: what the venv held after it}
+
+    def run(self, command: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=cwd, env=self.environ, capture_output=True, text=True, timeout=timeout
+        )
+        assert done.returncode == 0, f"{command}\n{done.stdout[-5000:]}{done.stderr[-3000:]}"
+        return done
+
+    def step(self, name: str, commands: list[str], project: Path) -> None:
+        started = time.perf_counter()
+        for command in commands:
+            self.run(command, project)
+        self.seconds[name] = time.perf_counter() - started
+        self.installed[name] = installed(self.python, self.run, project.name)
+
+
+@pytest.fixture(scope="session")
+def locked_venv(bake, tmp_path_factory) -> tuple[LockedVenv, Baked]:
+    """One venv for the tests that need the locks installed (in one xdist group, LOCKED_VENV, so they share it):
+    the image's lock by the Dockerfile's lines, then `make install` as the README says, in a bake whose requests
+    carry the database as `ctx.database`, not the default `ctx.db`."""
+    baked = bake(project_name="Other Context", context_name="database")
+    venv = LockedVenv(tmp_path_factory.mktemp("locked") / "venv")
+    from test_container import instructions
+
+    steps = instructions((baked.path / "Dockerfile").read_text())
+    build_stage = steps[: [op for op, _ in steps].index("FROM", 1)]
+    image = [args.replace("/venv", str(venv.folder)) for op, args in build_stage if op == "RUN"]
+    venv.step("image", image, baked.path)
+    makefile = (baked.path / "Makefile").read_text()
+    venv.step("make install", [re.search(r"^install:.*\n\t(.+)$", makefile, re.M).group(1)], baked.path)
+    return venv, baked
+
+
+# The tests that use locked_venv: on one worker, one after the other, so that the venv is made once.
+LOCKED_VENV = pytest.mark.xdist_group("locked-venv")
+
+
+def installed(python: str, run, project: str) -> dict[str, str]:
+    """{name: version} of what the venv holds, but for the project, its library and what `python -m venv` put
+    there."""
+    listed = json.loads(run(f"{python} -m pip list --format=json").stdout)
+    # The library too: the project carries it (vendor/), so the locks leave it out.
+    ignored = {canonicalize_name(project), "heaven-plugins", "pip", "setuptools", "wheel"}
+    return {canonicalize_name(p["name"]): p["version"] for p in listed if canonicalize_name(p["name"]) not in ignored}
+
+
 # The suite runs on two pytest-xdist workers (pyproject's addopts). Tests that measure time share one group, which
 # --dist loadgroup runs on one worker, one test at a time: never beside each other. Add a module of such tests here.
 TIMING_MODULES = {"test_reliability.py", "test_faults.py"}
@@ -135,13 +204,16 @@ TIMING_MODULES = {"test_reliability.py", "test_faults.py"}
 # checks answers, not speed, but its callgrind runs take a whole core: beside the timing group they held /health past
 # its bound twice (1.00 and 1.03 s against 1.0). So it runs in that group, first, and the other worker takes the rest.
 FIRST_MODULES = {"smoke_test.py"}
+# Next, for the other worker: the library's whole suite, run in one test (test_library.py).
+NEXT_MODULES = {"test_library.py"}
 
 
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if item.path.name in TIMING_MODULES | FIRST_MODULES:
             item.add_marker(pytest.mark.xdist_group("timing"))
-    items.sort(key=lambda item: item.path.name not in FIRST_MODULES)  # stable: the rest keep their order
+    # Stable: the rest keep their order.
+    items.sort(key=lambda item: (item.path.name not in FIRST_MODULES, item.path.name not in NEXT_MODULES))
 
 
 def needs(binary: str | None, package: str):

@@ -4,9 +4,11 @@ import json
 import re
 import subprocess
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TEMPLATE
 
 HOSTILE_NAMES = [
     'He said "hi" \\ and left',
@@ -41,14 +43,40 @@ def check_parses(project):
 
 def test_default_bake_has_the_promised_layout(default_project):
     package = default_project.path / "src" / default_project.package
-    for name in ["app.py", "settings.py", "postgres.py", "users.py", "health.py", "migrate.py", "web.py", "auth.py"]:
+    # What its owner edits; the machinery is the library's (vendor/heaven-plugins).
+    for name in ["app.py", "settings.py", "resources.py", "users.py", "admin.py", "migrate.py", "dev.py"]:
         assert (package / name).is_file(), name
-    assert (package / "migrations" / "0001_users.sql").is_file()
-    assert (package / "migrations" / "0002_sign_in.sql").is_file()
-    assert (package / "migrations" / "0003_sign_in_counts.sql").is_file()
+    assert sorted(path.name for path in (package / "migrations").iterdir()) == ["0001_users.sql"]
+    # Sign-in brings its own migrations, applied with the project's in name order.
+    signin = default_project.path / "vendor" / "heaven-plugins" / "src" / "heaven_plugins" / "signin" / "migrations"
+    assert sorted(path.name for path in signin.iterdir()) == ["0002_sign_in.sql", "0003_sign_in_counts.sql"]
     for name in ["pyproject.toml", "README.md", "docker-compose.yml", "Dockerfile", ".env.example", ".gitignore"]:
         assert (default_project.path / name).is_file(), name
     check_parses(default_project)
+
+
+# What a bake carries of the library: what installs it, and nothing of its tests (they run where it is made).
+VENDORED = ["CHANGELOG.md", "README.md", "pyproject.toml", "src"]
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    """{relative path: content} of every file under `folder`, bytecode caches left out."""
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+def test_the_bake_carries_the_library_as_it_is_in_the_template(default_project):
+    vendored = default_project.path / "vendor" / "heaven-plugins"
+    assert sorted(path.name for path in vendored.iterdir()) == VENDORED
+    assert not [path for path in vendored.rglob("*") if path.is_symlink() or path.name == "__pycache__"]
+    carried = files_under(vendored)
+    library = TEMPLATE / "heaven-plugins"
+    made = {name: content for name, content in files_under(library).items() if name.split("/")[0] in VENDORED}
+    assert carried.keys() == made.keys()
+    assert [name for name in carried if carried[name] != made[name]] == []
 
 
 def test_every_answer_is_used(bake):
@@ -72,8 +100,8 @@ def test_every_answer_is_used(bake):
     compose = yaml.safe_load((project.path / "docker-compose.yml").read_text())
     assert compose["services"]["db"]["image"] == "postgres:16"
     assert "Ledger of Things" in (project.path / "README.md").read_text()
-    postgres = (project.path / "src" / "ledger_of_things" / "postgres.py").read_text()
-    assert 'Key("database")' in postgres
+    resources = (project.path / "src" / "ledger_of_things" / "resources.py").read_text()
+    assert 'Key("database")' in resources
     check_parses(project)
 
 

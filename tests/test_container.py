@@ -56,8 +56,9 @@ def test_the_image_is_multi_stage_non_root_and_healthchecked(default_project):
 def test_the_image_serves_with_the_edge_limits_and_believes_no_proxy(default_project):
     final = final_stage(instructions((default_project.path / "Dockerfile").read_text()))
     (cmd,) = [json.loads(args) for op, args in final if op == "CMD"]
-    # The limits on headers, bodies, idle and too many connections (server.py); Kubernetes runs this CMD too.
-    assert cmd[cmd.index("--http") + 1] == f"{default_project.package}.server:HTTPProtocol"
+    # The limits on headers, bodies, idle and too many connections (heaven_plugins.server); Kubernetes runs this
+    # CMD too.
+    assert cmd[cmd.index("--http") + 1] == "heaven_plugins.server:HTTPProtocol"
     # Unset, uvicorn would believe X-Forwarded-For from any client on the same host.
     env = [shlex.split(args) for op, args in final if op == "ENV"]
     assert ["FORWARDED_ALLOW_IPS="] in env, env

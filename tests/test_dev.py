@@ -97,8 +97,8 @@ def test_dev_serves_migrates_and_shares_its_own_postgres(bake):
         assert str(project.path / ".pgdata") in migrate.stdout and "applied 0 migration(s)" in migrate.stdout
 
         # A new migration file reloads the server, which applies it before it serves again.
-        (project.path / "src" / project.package / "migrations" / "0003_notes.sql").write_text(NEW_TABLE)
-        wait_for(lambda: has_table(url, "notes"), 60, "0003_notes.sql applied", output)
+        (project.path / "src" / project.package / "migrations" / "0004_notes.sql").write_text(NEW_TABLE)
+        wait_for(lambda: has_table(url, "notes"), 60, "0004_notes.sql applied", output)
         wait_for(healthy, 60, "/health 200 after the reload", output)
     finally:
         process.send_signal(signal.SIGINT)
@@ -107,7 +107,7 @@ def test_dev_serves_migrates_and_shares_its_own_postgres(bake):
         process.stdout.close()
     text = "".join(output)
     assert process.returncode == 0, text
-    assert "0001_users.sql" in text and "0003_notes.sql" in text
+    assert "0001_users.sql" in text and "0004_notes.sql" in text
     assert text.count("/docs\n") == 1, text  # the banner, once: not again when the server reloads
     # The Postgres it started lives in .pgdata/ and stopped with it; the file naming it is gone.
     data = project.path / ".pgdata"

@@ -292,11 +292,11 @@ def mebibytes(quantity: str) -> float:
 
 
 def hashing_budget(rendered) -> tuple[float, float]:
-    """The web pod's memory limit, and the most its settings let the process hold: its own (PROCESS_MIB, from the
-    baked package) and HASH_THREADS argon2 hashes of ARGON2_MEMORY_KIB each; both in MiB."""
+    """The web pod's memory limit, and the most its settings let the process hold: its own (PROCESS_MIB, from
+    heaven_plugins.signin.passwords) and HASH_THREADS argon2 hashes of ARGON2_MEMORY_KIB each; both in MiB."""
     web = rendered.container("Deployment", "web")
     env = rendered.env(web)
-    asked = f"from {rendered.project.package}.passwords import PROCESS_MIB; print(PROCESS_MIB)"
+    asked = "from heaven_plugins.signin.passwords import PROCESS_MIB; print(PROCESS_MIB)"
     result = rendered.project.run(sys.executable, "-c", asked)
     assert result.returncode == 0, result.stderr
     hashes = int(env["HASH_THREADS"]) * int(env["ARGON2_MEMORY_KIB"]) / 1024

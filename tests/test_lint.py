@@ -1,9 +1,10 @@
-"""Each bake passes ruff with the project's own configuration, as its CI would run it."""
+"""Each bake passes ruff with the project's own configuration, as its CI would run it, and so does the library."""
 
 import subprocess
 import sys
 
 import pytest
+from conftest import TEMPLATE
 from test_bake import HOSTILE_NAMES
 
 BAKES = [
@@ -19,5 +20,15 @@ def test_bake_passes_ruff_check_and_format(bake, answers):
     for command in (["check", "."], ["format", "--check", "."]):
         result = subprocess.run(
             [sys.executable, "-m", "ruff", *command], cwd=project.path, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_library_passes_ruff_check_and_format():
+    # With its own configuration (heaven-plugins/pyproject.toml), as where it is made.
+    library = TEMPLATE / "heaven-plugins"
+    for command in (["check", "."], ["format", "--check", "."]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *command], cwd=library, capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, result.stdout + result.stderr

@@ -11,10 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE
+from conftest import LOCKED_VENV, TEMPLATE
+from test_baked_suite import PYTEST, passed
+from test_readme import apply_guide, blocks
 
-# What makes the template: the questions, the hooks, the project folder (the rest of this repository is its tooling).
-TEMPLATE_PARTS = ("cookiecutter.json", "hooks", "{{cookiecutter.project_slug}}")
+# What makes the template: the questions, the hooks, the project folder, and the library it carries (its vendor/
+# links to heaven-plugins/; the rest of this repository is its tooling).
+TEMPLATE_PARTS = ("cookiecutter.json", "hooks", "{{cookiecutter.project_slug}}", "heaven-plugins")
 IDENTITY = {"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "T"}
 IDENTITY["GIT_COMMITTER_EMAIL"] = "t@example.com"
 
@@ -61,7 +64,11 @@ def template(tmp_path, shell) -> Path:
     for part in TEMPLATE_PARTS:
         source = TEMPLATE / part
         if source.is_dir():
-            shutil.copytree(source, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+            # As git keeps them: vendor/'s links stay links, to the library beside them in this copy.
+            ignored = (
+                shutil.ignore_patterns("__pycache__", ".pytest_cache", "tests") if part == "heaven-plugins" else None
+            )
+            shutil.copytree(source, repo / part, symlinks=True, ignore=ignored or shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, repo / part)
     shell.git(repo, "init", "-q", "-b", "main")
@@ -144,3 +151,77 @@ def test_a_bake_from_a_folder_that_is_not_a_git_checkout_says_how_to_set_the_com
     assert "names no commit" in done.stdout
     (project,) = out.iterdir()
     assert json.loads((project / ".cruft.json").read_text())["commit"] is None
+
+
+# An owner's own lines in the files a bake's owner edits (besides the README guide's resource, added as it says).
+OWNED = {
+    "src/{package}/users.py": "\n\n# Our own: who may see whom is ours to decide.\n",
+    "src/{package}/settings.py": "\n\n# Our own: settings of our resources come here.\n",
+    "README.md": "\n## Our notes\n\nOur service, in our words.\n",
+}
+
+
+def edit_as_an_owner(project: Path, package: str) -> dict[str, bytes]:
+    """The README's guide to a resource (a migration, a module, its line in app.py, a test), and lines of the
+    owner's own in users.py, settings.py and the README: {path: content} of every file so edited."""
+    before = {path: path.read_bytes() for path in project.rglob("*") if path.is_file() and ".git" not in path.parts}
+    for block in blocks((project / "README.md").read_text(), "README.md"):
+        if block.guide:
+            apply_guide(block, project, [])
+    for path, lines in OWNED.items():
+        target = project / path.format(package=package)
+        target.write_text(target.read_text() + lines)
+    after = {path: path.read_bytes() for path in project.rglob("*") if path.is_file() and ".git" not in path.parts}
+    edited = {
+        path.relative_to(project).as_posix(): content for path, content in after.items() if before.get(path) != content
+    }
+    assert f"src/{package}/app.py" in edited and len(edited) == 7, sorted(edited)
+    return edited
+
+
+def release_the_library(template: Path, shell: Shell) -> dict[str, bytes]:
+    """A later template commit that changes the library alone, its code and its CHANGELOG: {vendored path: content}."""
+    library = template / "heaven-plugins"
+    changed = {
+        "src/heaven_plugins/__init__.py": "\n# Released later: a line of the library's code a bake has never seen.\n",
+        "CHANGELOG.md": "\n- A later release, with a change a bake takes with `cruft update`.\n",
+    }
+    for path, line in changed.items():
+        (library / path).write_text((library / path).read_text() + line)
+    shell.git(template, "commit", "-q", "-am", "heaven-plugins: a later release")
+    return {path: (library / path).read_bytes() for path in changed}
+
+
+@LOCKED_VENV
+def test_a_library_change_reaches_an_edited_bake_without_conflict(template, tmp_path, shell, locked_venv):
+    """cruft update brings a new library into a project whose owner edited every file an owner edits: nothing
+    to merge by hand, the owner's code as they left it, and the project's suite passing on the new library."""
+    project = bake("cruft create", template, tmp_path / "out", shell)
+    package = json.loads((project / ".cruft.json").read_text())["context"]["cookiecutter"]["package_name"]
+    edited = edit_as_an_owner(project, package)
+    shell.git(project, "add", "-A")
+    shell.git(project, "commit", "-q", "-m", "Our resource, our settings, our README")
+
+    released = release_the_library(template, shell)
+    update = shell.cruft(project, "update", "-y")
+    output = update.stdout + update.stderr
+    assert "Good work" in output, output
+    assert not [path for path in project.rglob("*.rej")], output
+    changed = shell.git(project, "diff", "HEAD", "--name-only").splitlines()
+    vendored = [f"vendor/heaven-plugins/{path}" for path in released]
+    assert sorted(changed) == sorted([".cruft.json", *vendored]), changed
+    for path in changed:
+        assert not re.search(r"^(<<<<<<<|>>>>>>>|=======$)", (project / path).read_text(), re.M), path
+    # The library's change, byte for byte, where the bake carries it; the owner's files as the owner left them.
+    for path, content in released.items():
+        assert (project / "vendor" / "heaven-plugins" / path).read_bytes() == content, path
+    for path, content in edited.items():
+        assert (project / path).read_bytes() == content, path
+
+    # As the README says after an update: `make install test`, in a venv holding the locked versions.
+    venv, _ = locked_venv
+    venv.run("make install", project)
+    result = subprocess.run(
+        [venv.python, *PYTEST], cwd=project, env=venv.environ, capture_output=True, text=True, timeout=900
+    )
+    assert passed(result) > 0  # the guide's tests/test_projects.py among them

@@ -34,7 +34,7 @@ class Contender:
 
 
 # The Dockerfile serves the baked service with uvicorn's httptools protocol under the edge's limits (server.py).
-EDGE = "heaven_service.server:HTTPProtocol"
+EDGE = "heaven_plugins.server:HTTPProtocol"
 BAKED = Contender("baked", "baked service", "heaven_service.app:app", None, http=EDGE)
 BAKED_QUIET = Contender("baked_quiet", "baked, defaults off", "heaven_service.app:app", None, DEFAULTS_OFF, EDGE)
 # Not contenders: the baked service as shipped, whose access line and /metrics counting a signal turns off and on

@@ -6,9 +6,9 @@ import signal
 from collections.abc import Callable
 
 from heaven.constants import DEFAULT
+from heaven_plugins.logs import log_request
+from heaven_plugins.metrics import Metrics
 from heaven_service.app import app
-from heaven_service.logs import log_request
-from heaven_service.metrics import Metrics
 
 observers = app.subdomains[DEFAULT].observers  # what the App calls once each request is answered
 shipped = list(observers)
