@@ -15,8 +15,6 @@ from typing import Annotated
 import argon2
 from msgspec import Meta
 
-from ..web import HTTPError
-
 log = logging.getLogger(__name__)
 
 # Long enough to be worth guessing against, short enough that nobody hashes a megabyte on our time.
@@ -35,16 +33,13 @@ CHECK, HASH = 0, 1
 WARN_EVERY = 60.0
 
 
-class PasswordsBusy(HTTPError):
-    """Too much password work waits already: a 503, and `Retry-After` says when the work now waiting is done."""
+class PasswordsBusy(Exception):
+    """Too much password work waits already: try again in `retry_after` seconds, when the work now waiting is done
+    (the plugin answers 503 with `Retry-After`)."""
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            503,
-            "busy",
-            f"too many passwords to hash right now; try again in {retry_after} s",
-            headers=(("Retry-After", str(retry_after)),),
-        )
+        super().__init__(f"too many passwords to hash right now; try again in {retry_after} s")
+        self.retry_after = retry_after
 
 
 class Passwords:
@@ -61,7 +56,7 @@ class Passwords:
     the other lane's work first, so that with both waiting they take turns. Work
     that finds no thread for it waits at most `wait` seconds; work that would wait longer (going
     by how long hashes take now), or find `queue` waiting in its lane already, is refused at
-    once. Either refusal is `PasswordsBusy`, a 503 with `Retry-After`.
+    once. Either refusal is `PasswordsBusy`, which says when to try again.
     """
 
     def __init__(
