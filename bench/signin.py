@@ -100,7 +100,7 @@ async def _time() -> dict:
     def check_once() -> None:
         # What a request pays: Heaven's request and context as every request gets them, then the guard.
         req = Request(scope, b"", None, preprocessor(scope), app)
-        auth.require_admin(req, Context(app))
+        auth.guard.require_admin(req, Context(app))
 
     def request_alone() -> None:
         Request(scope, b"", None, preprocessor(scope), app), Context(app)

@@ -32,7 +32,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Tracebacks go to the client only when this is on: never in production.
     debug: bool = False
 
-    # Sign-in (auth.py). The secret that signs tokens, made for each project in .env; the app
+    # Sign-in (heaven_plugins.signin). The secret that signs tokens, made for each project in .env; the app
     # refuses to start without one. Comma-separated, the first signs and every one verifies.
     token_secret: str = ""
     token_ttl: Seconds = 3600.0
