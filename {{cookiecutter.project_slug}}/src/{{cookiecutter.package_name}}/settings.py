@@ -25,9 +25,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     statement_cache_size: Size = 100
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1_048_576
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # One JSON line per request (logs.py); uvicorn's own access line is always off.
+    # One JSON line per request (heaven_plugins.logs); uvicorn's own access line is always off.
     access_log: bool = True
-    # GET /metrics in Prometheus' text format (metrics.py); off, the route is gone and nothing is counted.
+    # GET /metrics in Prometheus' text format (heaven_plugins.metrics); off, the route is gone and nothing is counted.
     metrics: bool = True
     # Tracebacks go to the client only when this is on: never in production.
     debug: bool = False
@@ -40,7 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     argon2_time_cost: Annotated[int, msgspec.Meta(ge=1)] = 3
     argon2_memory_kib: Annotated[int, msgspec.Meta(ge=32)] = 65536
     # Threads that hash passwords; 0: from the container's CPU quota, no more than its memory limit holds at
-    # ARGON2_MEMORY_KIB each (passwords.py). Work that finds them all busy waits, sign-ins before sign-ups, at
+    # ARGON2_MEMORY_KIB each (heaven_plugins.signin.passwords). Work that finds them all busy waits, sign-ins before sign-ups, at
     # most HASH_WAIT seconds and HASH_QUEUE to a lane; what would wait longer is answered 503 with Retry-After.
     hash_threads: Size = 0
     hash_queue: Annotated[int, msgspec.Meta(ge=1)] = 64
