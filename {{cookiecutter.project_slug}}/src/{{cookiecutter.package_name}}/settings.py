@@ -40,8 +40,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     argon2_time_cost: Annotated[int, msgspec.Meta(ge=1)] = 3
     argon2_memory_kib: Annotated[int, msgspec.Meta(ge=32)] = 65536
     # Threads that hash passwords; 0: from the container's CPU quota, no more than its memory limit holds at
-    # ARGON2_MEMORY_KIB each (heaven_plugins.signin.passwords). Work that finds them all busy waits, sign-ins before sign-ups, at
-    # most HASH_WAIT seconds and HASH_QUEUE to a lane; what would wait longer is answered 503 with Retry-After.
+    # ARGON2_MEMORY_KIB each (heaven_plugins.signin.passwords). Work that finds them all busy waits, sign-ins
+    # before sign-ups, at most HASH_WAIT seconds and HASH_QUEUE to a lane; what would wait longer is answered
+    # 503 with Retry-After.
     hash_threads: Size = 0
     hash_queue: Annotated[int, msgspec.Meta(ge=1)] = 64
     hash_wait: Seconds = 5.0
