@@ -286,7 +286,10 @@ def check_names(block: Block, project: Path) -> None:
             modules = [module] + [args[i + 1].split(":")[0] for i, word in enumerate(args[:-1]) if word == "--http"]
             for module in modules:
                 parts = module.split(".")
-                assert (package.joinpath(*parts).with_suffix(".py")).is_file(), f"{where}: no module {module}"
+                # The project's own modules, or the library's it carries in vendor/.
+                roots = (package, project / "vendor" / "heaven-plugins" / "src")
+                found = any(root.joinpath(*parts).with_suffix(".py").is_file() for root in roots)
+                assert found, f"{where}: no module {module}"
         elif program == "cp":
             assert (project / plain[0]).is_file() and (project / plain[1]).parent.is_dir(), where
         elif program == "kubectl":
@@ -313,7 +316,10 @@ def template_clone(folder: Path, environ: dict[str, str]) -> Path:
     ).stdout.decode()
     for name in filter(None, listed.split("\0")):
         source, target = TEMPLATE / name, folder / name
-        if source.is_file() and "results" not in source.relative_to(TEMPLATE).parts:
+        if source.is_symlink():  # as a clone has them: the bake's vendor/heaven-plugins points at heaven-plugins/
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(os.readlink(source))
+        elif source.is_file() and "results" not in source.relative_to(TEMPLATE).parts:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "heaven-pg"]):
