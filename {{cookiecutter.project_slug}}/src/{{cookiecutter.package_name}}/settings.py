@@ -25,7 +25,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     statement_cache_size: Size = 100
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1_048_576
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # One JSON line per request (logs.py); uvicorn's own access line is always off.
+    # One JSON line per request (heaven_plugins.logs); uvicorn's own access line is always off.
     access_log: bool = True
     # GET /metrics in Prometheus' text format (metrics.py); off, the route is gone and nothing is counted.
     metrics: bool = True
