@@ -90,7 +90,7 @@ def _header(scope, name: bytes) -> bytes | None:
 
 
 def _request_id(scope) -> bytes:
-    # The client's X-Request-ID when it is sane, else a new one, as web.py keeps it for every other answer.
+    # The client's X-Request-ID when it is sane, else a new one, as the App (app.py) keeps it for every other answer.
     sent = _header(scope, b"x-request-id")
     if sent is not None and ids.SANE_REQUEST_ID.fullmatch(sent.decode("latin-1")):
         return sent
