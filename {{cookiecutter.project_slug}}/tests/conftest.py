@@ -19,11 +19,11 @@ import httpx
 import pytest
 import uvicorn
 from heaven_plugins import logs
+from heaven_plugins.app import App
 from heaven_plugins.migrate import migrate
 from heaven_plugins.postgres import Postgres
 from heaven_plugins.server import Limits, options
 from heaven_plugins.signin.passwords import Passwords
-from heaven_plugins.web import App
 
 import {{ cookiecutter.package_name }}
 from {{ cookiecutter.package_name }}.admin import grant

@@ -141,7 +141,7 @@ async def test_every_line_about_a_request_has_its_id(failing, log_lines):
 
 
 async def test_a_storm_of_tracebacks_is_cut_to_a_few_and_a_count(failing, log_lines, monkeypatch):
-    monkeypatch.setattr(logs, "SUPPRESSED_EVERY", 0.5)  # the count comes this long after the first left out
+    monkeypatch.setattr(logs.writer.tracebacks, "every", 0.5)  # the count comes this long after the first left out
     log_lines()
     storm = 4 * logs.TRACEBACK_BURST
     statuses = [(await failing.get("/boom")).status_code for _ in range(storm)]
@@ -167,7 +167,7 @@ async def test_a_blocked_stderr_drops_lines_with_a_count_and_never_holds_up_a_re
     # The session's other apps log through the same writer (one whose role a test removed goes stale 5 s later
     # and says so); only the access lines are counted here, so no record may join them meanwhile.
     caplog.set_level(logging.CRITICAL)
-    caplog.set_level(logging.CRITICAL, logger=logs.__package__)
+    caplog.set_level(logging.CRITICAL, logger="heaven_plugins")
     log_lines()
     read_end, write_end = os.pipe()  # nobody reads it until the requests are done: writes block when it is full
     with os.fdopen(write_end, "wb") as blocked:
@@ -264,7 +264,7 @@ def test_a_terminal_gets_coloured_lines_and_anything_else_json(terminal, log_for
         "logging.getLogger('{{ cookiecutter.package_name }}.x').warning('look here'); logs.writer.flush()"
     )
     environ = {key: value for key, value in os.environ.items() if key not in ("LOG_FORMAT", "NO_COLOR")}
-    environ["PYTHONPATH"] = str(Path(logs.__file__).parents[1])
+    environ["PYTHONPATH"] = str(Path(logs.__file__).parents[2])
     if log_format:
         environ["LOG_FORMAT"] = log_format
     main, other = pty.openpty() if terminal else os.pipe()

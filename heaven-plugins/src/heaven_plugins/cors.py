@@ -3,7 +3,7 @@
 import re
 from collections.abc import Iterable
 
-from . import logs
+from .logs import ids
 
 # A scheme, a host and an optional port: what a browser sends as `Origin`. "null" (sandboxed
 # frames, file: pages) is refused on purpose: any page can make its origin null.
@@ -90,8 +90,8 @@ def _header(scope, name: bytes) -> bytes | None:
 
 
 def _request_id(scope) -> bytes:
-    # The client's X-Request-ID when it is sane, else a new one, as web.py keeps it for every other answer.
+    # The client's X-Request-ID when it is sane, else a new one, as the App (app.py) keeps it for every other answer.
     sent = _header(scope, b"x-request-id")
-    if sent is not None and logs.SANE_REQUEST_ID.fullmatch(sent.decode("latin-1")):
+    if sent is not None and ids.SANE_REQUEST_ID.fullmatch(sent.decode("latin-1")):
         return sent
-    return logs.new_request_id().encode()
+    return ids.new_request_id().encode()

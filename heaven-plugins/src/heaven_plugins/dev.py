@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 import uvicorn
 
 from . import server
+from .app import App
 from .config import DEV_ENV
 from .migrate import apply
-from .web import App
 
 log = logging.getLogger(__name__)
 

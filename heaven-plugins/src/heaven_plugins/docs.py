@@ -1,5 +1,5 @@
-"""API docs: /docs/openapi.json (OpenAPI 3.1) built from the routes and the Structs their handlers
-read and answer, and /docs, Heaven's self-contained reference page showing that same document."""
+"""API docs: the OpenAPI 3.1 document built from the routes and the Structs their handlers read and answer,
+and the Docs plugin serving it at /docs/openapi.json and as a page for people at /docs (docs_page.py)."""
 
 import functools
 import json
@@ -11,41 +11,17 @@ from typing import Any
 
 import msgspec
 from heaven.constants import DEFAULT
-from heaven.docs import _example_value, _highlight_json, _highlighted_lines, get_docs_html
-from markupsafe import Markup, escape
 from msgspec import UNSET, Struct, UnsetType
 
+from .docs_page import page
 from .fields import Id
 
-# The project's name and one line about it, as given when it was made (a data file, so no .py holds them).
+# Where the page and the document it shows are served.
 ROUTE = "/docs"
 JSON_ROUTE = f"{ROUTE}/openapi.json"
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE"}
 _REF = "#/components/schemas/{name}"
 _ID_SCHEMA = msgspec.json.schema(Id)
-
-
-# The page's "Test Request" buttons send the headers of its "Headers" panel (kept in the tab's
-# sessionStorage). Signing in there with POST /auth/token puts the token in that panel, so every
-# later Test Request is signed in; DELETE /auth/token takes it out.
-SIGN_IN_SCRIPT = """
-(function () {
-  var send = window.fetch;
-  window.fetch = function (path, options) {
-    var method = ((options && options.method) || 'GET').toUpperCase();
-    return send.apply(this, arguments).then(function (response) {
-      if (path !== '/auth/token' || !response.ok) return response;
-      var headers = heavenGetHeaders();
-      if (method === 'DELETE') { delete headers['Authorization']; heavenSetHeaders(headers); return response; }
-      return response.clone().json().then(function (token) {
-        headers['Authorization'] = 'Bearer ' + token.access_token;
-        heavenSetHeaders(headers);
-        return response;
-      });
-    });
-  };
-})();
-"""
 
 
 class Error(Struct):
@@ -150,63 +126,6 @@ def openapi(app, project: dict[str, str]) -> dict[str, Any]:
     }
 
 
-# Code spans in descriptions, which Heaven's page has no style for.
-PAGE_STYLE = """
-.op-description code { font-family: var(--mono); font-size: 0.9em; padding: 0 0.3em; border-radius: 4px;
-  background: rgba(127, 127, 127, 0.15); }
-"""
-
-
-def page(document: dict[str, Any]) -> str:
-    """Heaven's reference page (inline CSS and JS, no CDN) for `document`: each operation's summary
-    as its heading, its description below with `code` shown as code, and the example answer of
-    its success status (201 a User, 204 no body), where Heaven shows a 200's."""
-    operations = [
-        {
-            "method": method.upper(),
-            "path": path,
-            "route": path,
-            "subdomain": DEFAULT,
-            "group": operation["tags"][0],
-            # Heaven escapes what it is given: a description rendered here is Markup, shown as is.
-            "docstring": _markdown(operation.get("description", "")),
-            "has_schema": True,
-            "operation": {key: value for key, value in operation.items() if key != "description"},
-        }
-        for path, methods in document["paths"].items()
-        for method, operation in methods.items()
-    ]
-    info = document["info"]
-    html = get_docs_html(info["title"], info["version"], None, JSON_ROUTE, operations, document["components"], [])
-    for index, view in enumerate(operations):
-        html = _success_example(html, index, view["operation"]["responses"], document["components"])
-    html = html.replace("</head>", f"<style>{PAGE_STYLE}</style></head>", 1)
-    return html.replace("</body>", f"<script>{SIGN_IN_SCRIPT}</script></body>", 1)
-
-
-def _success_example(html: str, index: int, responses: dict[str, dict], components: dict) -> str:
-    # Heaven's card says "200" and shows a 200's body: an operation answering 201 or 204 gets its own.
-    status = min((code for code in responses if code.startswith("2")), default="200")
-    if status == "200":
-        return html
-    start = rf'id="op-{index}-response">'
-    card = re.compile(rf'({start}.*?<span class="status-pill">)200(</span>)', re.DOTALL)
-    html = card.sub(rf"\g<1>{status}\g<2>", html, count=1)
-    content = responses[status].get("content")
-    if not content:
-        return html
-    schema = content["application/json"]["schema"]
-    example = json.dumps(_example_value(schema, components), indent=2)
-    lines = "".join(
-        f'<div class="code-line"><span class="line-no">{number}</span><span class="line-content">{line}</span></div>'
-        for number, line in enumerate(_highlighted_lines(example, _highlight_json), 1)
-    )
-    body = re.compile(
-        rf'({start}.*?<div class="code-body response-body">)\s*<div class="no-body">No Body</div>', re.DOTALL
-    )
-    return body.sub(lambda match: match.group(1) + lines, html, count=1)
-
-
 # A docstring's summary ends at its first "." ":" or ";" followed by a space (outside `code`), or
 # at the end of its first paragraph: "Sign up: 201 with the user..." is "Sign up", then the rest.
 _SUMMARY_END = re.compile(r"`[^`]*`|([.:;])(?:\s|$)")
@@ -237,12 +156,6 @@ def _reading_order(pair: tuple[dict, Operation]) -> tuple:
     return entry["group"], entry["route"], _METHOD_ORDER.get(entry["method"], len(_METHOD_ORDER))
 
 
-def _markdown(text: str) -> Markup:
-    # The one piece of Markdown the descriptions use: `code`. Everything else is shown as written.
-    escaped = str(escape(text))
-    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped))  # noqa: S704 (escaped above)
-
-
 class Docs:
     """The plugin: /docs, a page for people, and /docs/openapi.json, the document it shows, of `project`
     (read_project)."""
@@ -252,30 +165,28 @@ class Docs:
 
     def install(self, app) -> None:
         """Register /docs and /docs/openapi.json on `app`, left out of the document they serve."""
-        _install(app, self.project)
+        project = self.project
 
+        # Built on the first request, once every plugin has registered its routes.
+        @functools.cache
+        def rendered() -> tuple[bytes, str]:
+            document = openapi(app, project)
+            return msgspec.json.encode(document), page(document, JSON_ROUTE)
 
-def _install(app, project: dict[str, str]) -> None:
-    # Built on the first request, once every plugin has registered its routes.
-    @functools.cache
-    def rendered() -> tuple[bytes, str]:
-        document = openapi(app, project)
-        return msgspec.json.encode(document), page(document)
+        async def openapi_json(req, res, ctx):
+            res.status = 200
+            res.headers = "Content-Type", "application/json"
+            res.body = rendered()[0]
 
-    async def openapi_json(req, res, ctx):
-        res.status = 200
-        res.headers = "Content-Type", "application/json"
-        res.body = rendered()[0]
+        async def reference(req, res, ctx):
+            res.status = 200
+            res.headers = "Content-Type", "text/html; charset=utf-8"
+            res.body = rendered()[1]
 
-    async def reference(req, res, ctx):
-        res.status = 200
-        res.headers = "Content-Type", "text/html; charset=utf-8"
-        res.body = rendered()[1]
-
-    # Read by anyone (the sign-in guard lets a handler marked `public` through without a token).
-    openapi_json.public = reference.public = True
-    app.GET(JSON_ROUTE, openapi_json, docs=False)
-    app.GET(ROUTE, reference, docs=False)
+        # Read by anyone (the sign-in guard lets a handler marked `public` through without a token).
+        openapi_json.public = reference.public = True
+        app.GET(JSON_ROUTE, openapi_json, docs=False)
+        app.GET(ROUTE, reference, docs=False)
 
 
 def _security(handler) -> list[dict]:

@@ -15,7 +15,6 @@ request that arrives whole (most do) costs one check, and only one that does not
 
 import asyncio
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -26,6 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .config import Seconds, from_env
 
 log = logging.getLogger(__name__)
+
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """The bounds at the HTTP edge; each field is read from the variable of its name in capitals. A proxy

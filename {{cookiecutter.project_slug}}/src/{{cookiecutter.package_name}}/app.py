@@ -5,11 +5,11 @@ import gc
 from pathlib import Path
 
 from heaven_plugins import health, logs, metrics
+from heaven_plugins.app import App
 from heaven_plugins.cors import CORS, parse_origins
 from heaven_plugins.docs import Docs, read_project
 from heaven_plugins.postgres import Postgres
 from heaven_plugins.signin import Auth, Passwords, Throttle
-from heaven_plugins.web import App
 
 from . import users
 from .resources import DB

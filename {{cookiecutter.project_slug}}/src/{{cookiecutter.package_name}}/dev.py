@@ -5,7 +5,7 @@ environment sets it, else on a Postgres of its own whose data stays in .pgdata/ 
 """
 
 from heaven_plugins import dev
-from heaven_plugins.web import App
+from heaven_plugins.app import App
 
 from .app import PROJECT, create_app
 from .migrate import MIGRATIONS

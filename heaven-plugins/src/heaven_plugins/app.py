@@ -1,0 +1,304 @@
+"""The App: a Heaven Router whose startup can fail, whose every answer is JSON, with a request id on each."""
+
+import asyncio
+import functools
+import inspect
+import logging
+import traceback
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+import msgspec
+from heaven import Router
+from heaven.constants import DEFAULT, SOCKET
+from heaven.router import Routes, _string_to_function_handler
+
+from .logs import ids
+from .logs.access_log import access, log_request
+from .logs.ids import REQUEST_ID, SANE_REQUEST_ID
+from .logs.writer import write_through
+from .web import HTTPError, send
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+
+
+class App(Router):
+    """A Heaven Router whose startup can fail and whose every answer, error or not, is JSON.
+
+    - A failing startup hook fails the ASGI lifespan, so uvicorn exits instead of serving without
+      a database (Heaven itself logs the failure and reports success). Daemons start after it.
+    - An exception escaping a handler becomes a JSON error: its own status for an HTTPError, 500
+      for anything else, logged with its traceback and sent to the client only in debug.
+    - 404, 405 and 413 answered by Heaven's router are JSON as well, and so is the 400 of a header
+      that is not UTF-8, which Heaven cannot read. OPTIONS on a route is a 204 whose `Allow` lists
+      its methods.
+    - Every response carries an `X-Request-ID`: the client's when it is sane, else a new one; it is
+      on every log line about the request (logs).
+    - `observe(fn)` calls `fn(scope, res, route, seconds)` once each request is answered; with
+      `access_log`, the first observer writes its access line (logs.access_log). `in_flight` counts the
+      requests being answered.
+    - `provide(key, value)` puts a value on every request's context, as a `BEFORE('/*')` hook
+      would, at a fraction of a hook's cost.
+    - `answer(kind, to_error)` says how an exception type a plugin raises is answered (an HTTPError).
+    - `guard(rule)` runs a check before every handler registered after it (sign-in's).
+    - `wrap(layer)` puts an ASGI layer around every HTTP request, before routing (CORS's).
+    - Shutdown hooks run last registered first: a plugin installed after another, and perhaps
+      using it (sign-in reads through Postgres), stops before it.
+    """
+
+    def __init__(self, *, debug: bool = False, max_body_size: int | None = None, access_log: bool = True) -> None:
+        super().__init__(debug=debug, max_body_size=max_body_size)
+        # Kept here rather than read back from Heaven's private attributes (_debug, _max_body_size).
+        self._show_tracebacks = debug
+        self._rule: Callable[[Callable], Callable | None] | None = None
+        # Exception type -> how it is answered (answer()); read at each failure, so routes registered
+        # before a plugin registers its answers get them too.
+        self._answers: dict[type[BaseException], Callable[[Any], HTTPError]] = {}
+        self._serve = self._route
+        # Heaven routes a request with no subdomain through this engine (tests/test_heaven.py checks it).
+        self.subdomains[DEFAULT] = _JSONRoutes(debug, max_body_size)
+        self.subdomains[DEFAULT].answers = self._answers  # one map: what a hook raises is answered alike
+        if access_log and access.isEnabledFor(logging.INFO):  # asked once, not on each request
+            self.observe(log_request)
+        # The last shutdown hook to run (they run last registered first): the lines of the shutdown
+        # are written before uvicorn ends the process.
+        self.ON("shutdown", write_through)
+
+    def observe(self, observer: Callable[[dict, Any, str | None, float], None]) -> None:
+        """Call `observer(scope, res, route, seconds)` after each request is answered (route is None
+        when none matched); it runs on every request, so it should only count or queue."""
+        self.subdomains[DEFAULT].observers.append(observer)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being answered right now."""
+        return self.subdomains[DEFAULT].in_flight
+
+    def provide(self, key: str, value: Any) -> None:
+        """Keep `value` on every request's context as `key` (`ctx.peek(key)`, `ctx.<key>`), in
+        place before any BEFORE hook runs, so hooks can use it as well as handlers."""
+        self.subdomains[DEFAULT].provided[key] = value
+
+    def guard(self, rule: Callable[[Callable], Callable[[Any, Any], None] | None]) -> None:
+        """From now on, each handler registered gets `rule(handler)`: None, or a check
+        `check(req, ctx)` run before the handler on each request, whose HTTPError is the answer.
+
+        The rule is asked once per route, when it is registered: what a request pays is the
+        check alone. A route registered before the guard would escape it, so that is refused,
+        as is a websocket route the rule would check (its handler runs outside the check).
+        """
+        if self._rule is not None:
+            raise RuntimeError("the app has a guard already")
+        if any(self.subdomains[DEFAULT].cache.values()):
+            raise RuntimeError("install the guard before any route, or those routes would escape it")
+        self._rule = rule
+
+    def answer(self, kind: type[BaseException], to_error: Callable[[Any], HTTPError]) -> None:
+        """Answer an exception of type `kind` (or of a subclass) escaping a handler as the HTTPError that
+        `to_error(exc)` makes, as Starlette's exception handlers do: a layer raises its own errors and the
+        plugin that owns them says how they are answered (the Postgres plugin: 503 when the database cannot
+        answer, 409 for a unique violation). The closest registered type wins; anything else is a 500."""
+        self._answers[kind] = to_error
+
+    @property
+    def guarded(self) -> bool:
+        """Whether a guard checks the routes (`guard`)."""
+        return self._rule is not None
+
+    def wrap(self, layer: Callable[[Callable], Callable]) -> None:
+        """Serve HTTP requests through `layer(serve)`, an ASGI callable that may answer itself or
+        call `serve` (the app as it was), before any route is matched. The last layer is outermost."""
+        self._serve = layer(self._serve)
+
+    def abettor(self, method, route, handler, *args, **kwargs):
+        # Heaven's "module.function" spelling resolved here, so that the rule sees the function itself.
+        handler = _string_to_function_handler(handler)
+        check = self._rule(handler) if self._rule is not None else None
+        if method == SOCKET:
+            if check is not None:
+                raise TypeError(f"websocket {route} would escape the guard: check in the handler and mark it public")
+        else:
+            handler = _answering_errors(handler, check, self._show_tracebacks, self._answers)
+        return super().abettor(method, route, handler, *args, **kwargs)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        return await self._serve(scope, receive, send)
+
+    async def _route(self, scope, receive, send):
+        # The innermost layer (wrap): Heaven's own routing, with the answer it cannot give itself.
+        try:
+            return await super().__call__(scope, receive, send)
+        except UnicodeDecodeError:
+            # Heaven decodes every header as UTF-8 before it routes; HTTP lets a header carry other
+            # bytes, and one such header would be a 500 for the client and a traceback in the log.
+            if scope["type"] != "http" or not _undecodable_header(scope):
+                raise
+        error = {"error": "malformed_header", "detail": "a header is not UTF-8"}
+        headers = [(b"content-type", b"application/json"), (b"x-request-id", ids.new_request_id().encode())]
+        await send({"type": "http.response.start", "status": 400, "headers": headers})
+        await send({"type": "http.response.body", "body": _encode(error)})
+
+    async def _lifespan(self, receive, send) -> None:
+        await receive()  # lifespan.startup
+        try:
+            await _run_all(self.initializers, self)
+        except Exception as exc:
+            # The server logs the message (uvicorn, then exits with status 3); logging it here too would say it twice.
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        # Heaven's background functions (`app.daemons = fn`), started once the app is up, as Heaven does.
+        self._daemon_tasks = [asyncio.create_task(daemon(self)) for daemon in self.daemons]
+        await receive()  # lifespan.shutdown
+        try:
+            await _run_all(self.deinitializers, self, last_first=True)
+        except Exception:
+            log.exception("shutdown failed")
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def _undecodable_header(scope) -> bool:
+    try:
+        for name, value in scope["headers"]:
+            name.decode(), value.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+async def _run_all(hooks, app, last_first: bool = False) -> None:
+    # Heaven stores startup and shutdown hooks in deques, wrapped to take the app.
+    while hooks:
+        await (hooks.pop() if last_first else hooks.popleft())(app)
+
+
+def _answering_errors(handler, check, debug: bool, answers: dict):
+    asynchronous = inspect.iscoroutinefunction(handler)
+
+    @functools.wraps(handler)
+    async def answering_errors(req, res, ctx):
+        try:
+            if check is not None:
+                check(req, ctx)
+            if asynchronous:
+                await handler(req, res, ctx)
+            else:
+                handler(req, res, ctx)
+        except HTTPError as exc:
+            _send_error(res, exc)
+        except Exception as exc:
+            error = _answered(exc, answers) if answers else None
+            if error is None:
+                _internal_error(res, exc, req.method, req.url, debug)
+            else:
+                _send_error(res, error)
+
+    return answering_errors
+
+
+def _answered(exc: Exception, answers: dict) -> HTTPError | None:
+    for kind in type(exc).__mro__:
+        to_error = answers.get(kind)
+        if to_error is not None:
+            return to_error(exc)
+    return None
+
+
+def _send_error(res, exc: HTTPError) -> None:
+    send(res, exc.body(), exc.status)
+    for header in exc.headers:
+        res.headers = header
+
+
+def _internal_error(res, exc: Exception, method: str, path: str, debug: bool) -> None:
+    log.error("unhandled error in %s %s", method, path, exc_info=exc)
+    error = {"error": "internal_error", "detail": "the server failed to answer this request"}
+    if debug:
+        error["traceback"] = traceback.format_exception(exc)
+    send(res, error, 500)
+
+
+class _JSONRoutes(Routes):
+    """Heaven's route table, with its own 404, 405 and 413 answers turned into JSON, the values of
+    App.provide put on each request's context, and each answer given its request id and observed."""
+
+    def __init__(self, debug: bool = False, max_body_size: int | None = None) -> None:
+        super().__init__()
+        self.provided: dict[str, Any] = {}
+        self.max_body_size = max_body_size
+        self.observers: list[Callable] = []
+        self.answers: dict[type[BaseException], Callable[[Any], HTTPError]] = {}  # the App's, for hooks
+        self.in_flight = 0
+        self._debug = debug
+
+    async def handle(self, scope, receive, asgi_send, metadata=None, application=None):
+        # Every request passes here, whatever answers it: a handler, a hook, or Heaven's 404/405/413.
+        request_id = metadata[1].get("x-request-id")  # Heaven's decoded headers; a list when repeated
+        if type(request_id) is not str or not SANE_REQUEST_ID.fullmatch(request_id):
+            request_id = ids.new_request_id()  # looked up each time: a forked process gets its own
+        # The request's own task runs this: the id stays with this request, on every record made for it.
+        REQUEST_ID.set(request_id)
+        started = perf_counter()
+        self.in_flight += 1
+        try:
+            res = await super().handle(scope, receive, asgi_send, metadata, application)
+        finally:
+            self.in_flight -= 1
+        # Not res.__dict__.pop(): on 3.11 asking for an instance's __dict__ builds it, 2k instructions.
+        error = getattr(res, "_unhandled_error", None)
+        if error is not None:  # raised by a hook: answered here, as JSON, not printed by Heaven as text
+            del res._unhandled_error
+            if not isinstance(error, HTTPError) and self.answers:
+                error = _answered(error, self.answers) or error  # as for a handler (App.answer)
+            if isinstance(error, HTTPError):
+                _send_error(res, error)
+            else:
+                _internal_error(res, error, scope.get("method", ""), scope["path"], self._debug)
+        # Appended, not res.headers = (...): Heaven's setter rebuilds the list, 1 µs a request.
+        res.headers.append((b"x-request-id", request_id.encode()))
+        if self.observers and scope["type"] == "http":  # a websocket has no method, no status
+            seconds = perf_counter() - started
+            route = res._req._route  # Heaven keeps the matched route on the request; None if none matched
+            for observer in self.observers:
+                observer(scope, res, route, seconds)
+        return res
+
+    async def xhooks(self, hookstore, methodstore, matched, r, w, c, before=False):
+        # Heaven runs this twice a request, BEFORE hooks and AFTER hooks, and spells out every
+        # wildcard pattern of the route before it looks one up: 1 µs each time, hooks or not.
+        # Provided values instead of a BEFORE('/*') hook leave it nothing to do in most apps. Heaven's
+        # public way, the plugin's hook and no override here, costs 6-8 % more instructions a request.
+        if before:
+            for key, value in self.provided.items():
+                c.keep(key, value)
+        if hookstore:
+            await super().xhooks(hookstore, methodstore, matched, r, w, c, before)
+
+    def unmatched(self, scope, method, route, w):
+        if scope["type"] != "http":
+            return super().unmatched(scope, method, route, w)
+        allowed = self.allowed(route)
+        if not allowed:
+            send(w, {"error": "not_found", "detail": f"nothing at {route}"}, 404)
+            return w
+        # OPTIONS asks which methods a route takes (RFC 9110, 9.3.7): it is answered for every route
+        # that exists, so it is one of them, in this answer's Allow and in every 405's.
+        allowed.add("OPTIONS")
+        allow = ", ".join(sorted(allowed))
+        if method == "OPTIONS":
+            w.status, w.body = 204, b""
+        else:
+            send(w, {"error": "method_not_allowed", "detail": f"{method} is not allowed on {route}"}, 405)
+        w.headers = "Allow", allow
+        return w
+
+    async def buffer(self, r, receive, w, application):
+        if await super().buffer(r, receive, w, application):
+            return True
+        send(w, {"error": "payload_too_large", "detail": f"the body is over {self.max_body_size} bytes"}, 413)
+        return False
