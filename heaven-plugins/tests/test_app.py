@@ -1,4 +1,4 @@
-"""The app as uvicorn runs it: refuses to start without its database, and says why in one line;
+"""The App as uvicorn runs it: refuses to start without its database, and says why in one line;
 runs the hooks added to it, with the database on their context; answers JSON to what Heaven cannot read."""
 
 import asyncio
@@ -6,18 +6,14 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from heaven.constants import DEFAULT
+
+from conftest import SOURCE
+from example import DB
 from heaven_plugins.web import public, send
-
-import {{ cookiecutter.package_name }}
-from {{ cookiecutter.package_name }}.resources import DB
-
-# Where the package is imported from, so the child finds it whether installed or not.
-SOURCE = str(Path({{ cookiecutter.package_name }}.__file__).parents[1])
 
 
 def test_uvicorn_exits_fast_when_postgres_is_unreachable(closed_port, tmp_path):
@@ -29,7 +25,7 @@ def test_uvicorn_exits_fast_when_postgres_is_unreachable(closed_port, tmp_path):
     }
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "{{ cookiecutter.package_name }}.app:app", "--port", "0"],
+        [sys.executable, "-m", "uvicorn", "example:main", "--factory", "--port", "0"],
         env=environ,
         cwd=tmp_path,  # no .env there
         capture_output=True,
@@ -83,7 +79,7 @@ async def test_without_hooks_the_context_still_has_the_database(new_app, serve):
 
     @public
     async def handler(req, res, ctx):
-        send(res, {"same": ctx.peek(DB) is ctx.{{ cookiecutter.context_name }} is app.peek(DB.name)})
+        send(res, {"same": ctx.peek(DB) is ctx.db is app.peek(DB.name)})
 
     app.GET("/probe", handler)
     async with httpx.AsyncClient(base_url=await serve(app=app)) as client:
@@ -125,7 +121,7 @@ async def test_options_on_a_route_is_204_and_its_allow_lists_options(client):
     assert response.headers["x-request-id"]
     # A 405 lists it too; a path that is no route is still a 404.
     refused = await client.put("/users/me")
-    assert refused.status_code == 405 and refused.headers["allow"] == "DELETE, GET, HEAD, OPTIONS, PATCH"
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD, OPTIONS"
     assert (await client.options("/nothing/here")).status_code == 404
 
 
