@@ -147,7 +147,7 @@ async def role(migrated, conn) -> AsyncIterator[Role]:
     # Every table, not only users: a signed-in request reads sign-in's tables (revoked tokens) too.
     await conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}")
     yield Role(migrated, name, password)
-    # The app served with it (until the session ends) reconnects: refuse its logins, then end its sessions.
+    # An app served with it may still be running, and reconnects: refuse its logins, then end its sessions.
     await conn.execute(f"ALTER ROLE {name} NOLOGIN")
     # pg_terminate_backend only asks: wait (bounded) until the role's sessions are gone, or DROP ROLE fails.
     deadline = time.monotonic() + 5
@@ -183,14 +183,14 @@ def log_lines(capsys):
     return lines
 
 
-@pytest.fixture(scope="session")
-async def serve() -> AsyncIterator:
-    """`await serve(database_url, **settings)` runs the app under uvicorn on a free port and
-    returns its URL; every server started is stopped when the session ends. `serve(app=app)`
-    runs an app a test has built itself."""
-    running = []
+class Servers:
+    """Apps served by uvicorn on free ports of loopback, in this event loop, until `stop_all()`."""
 
-    async def serve(database_url: str | None = None, *, app: App | None = None, **overrides) -> str:
+    def __init__(self) -> None:
+        self.running: list[tuple[uvicorn.Server, asyncio.Task]] = []
+
+    async def serve(self, database_url: str | None = None, *, app: App | None = None, **overrides) -> str:
+        """Serve the example app of `database_url` under these settings, or `app`; its URL."""
         app = app or create_app(settings_for(database_url, **overrides))
         # The edge's limits and proxy trust (server.py) as the Dockerfile serves them, from the same overrides.
         edge = options(Limits.from_env(environment(database_url, **overrides), env_file=None))
@@ -198,17 +198,31 @@ async def serve() -> AsyncIterator:
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None, **edge)
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
-        running.append((server, task))
+        self.running.append((server, task))
         while not server.started:
             if task.done():
                 raise RuntimeError("uvicorn stopped before it started")
             await asyncio.sleep(0.01)
         return f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
 
-    yield serve
-    for server, task in running:
-        server.should_exit = True
-        await task
+    async def stop_all(self) -> None:
+        for server, task in self.running:
+            server.should_exit = True
+            await task
+        self.running.clear()
+        # An App's shutdown has the log writer write each line at once from then on (logs.write_through), for a
+        # process that is ending; this one goes on serving the session's other apps, which batch their lines.
+        logs.writer.write_through = False
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator:
+    """`await serve(database_url, **settings)` runs the app under uvicorn on a free port and
+    returns its URL; `serve(app=app)` runs an app a test has built itself. Each is stopped after the
+    test, its connections to Postgres closed: a whole run's servers would exceed max_connections."""
+    servers = Servers()
+    yield servers.serve
+    await servers.stop_all()
 
 
 @pytest.fixture
@@ -218,8 +232,11 @@ def new_app(migrated) -> Callable[..., App]:
 
 
 @pytest.fixture(scope="session")
-async def base_url(migrated, serve) -> str:
-    return await serve(migrated)
+async def base_url(migrated) -> AsyncIterator[str]:
+    """The URL of the example app of the test database, served for the whole session."""
+    servers = Servers()
+    yield await servers.serve(migrated)
+    await servers.stop_all()
 
 
 @pytest.fixture
