@@ -1,8 +1,7 @@
 """A real Postgres for the tests (TEST_DATABASE_URL, or a throwaway server), the app served by real uvicorn,
-and clients signed in as an admin and as a user."""
+and clients signed in as an admin and as a user. The machinery has its own tests, in heaven-plugins."""
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -12,7 +11,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -21,8 +19,6 @@ import uvicorn
 from heaven_plugins import logs
 from heaven_plugins.app import App
 from heaven_plugins.migrate import migrate
-from heaven_plugins.postgres import Postgres
-from heaven_plugins.server import Limits, options
 from heaven_plugins.signin.passwords import Passwords
 
 import {{ cookiecutter.package_name }}
@@ -124,46 +120,6 @@ async def conn(migrated) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-@pytest.fixture
-async def db(migrated, conn) -> AsyncIterator[Postgres]:
-    """The Postgres plugin of the test database, started, over empty tables."""
-    db = Postgres(migrated, min_size=1, max_size=2)
-    await db.startup()
-    yield db
-    await db.shutdown()
-
-
-class Role:
-    """A login role of a test's own, with every right on the tables (users, sign-in's): one a test may refuse,
-    restrict or cut off."""
-
-    def __init__(self, database_url: str, name: str, password: str) -> None:
-        self.name, self.password = name, password
-        parts = urlsplit(database_url)
-        where = parts.netloc.rpartition("@")[2]
-        self.url = parts._replace(netloc=f"{name}:{password}@{where}").geturl()
-
-
-@pytest.fixture
-async def role(migrated, conn) -> AsyncIterator[Role]:
-    """A role of the test's own on the test database (dropped after the test), and the URL to connect as it."""
-    name, password = f"role_{secrets.token_hex(4)}", secrets.token_hex(12)
-    await conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
-    # Every table, not only users: a signed-in request reads sign-in's tables (revoked tokens) too.
-    await conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}")
-    yield Role(migrated, name, password)
-    # The app served with it (until the session ends) reconnects: refuse its logins, then end its sessions.
-    await conn.execute(f"ALTER ROLE {name} NOLOGIN")
-    # pg_terminate_backend only asks: wait (bounded) until the role's sessions are gone, or DROP ROLE fails.
-    deadline = time.monotonic() + 5
-    while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE usename = $1", name):
-        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", name)
-        assert time.monotonic() < deadline, f"sessions of {name} still open"
-        await asyncio.sleep(0.05)
-    await conn.execute(f"DROP OWNED BY {name}")
-    await conn.execute(f"DROP ROLE {name}")
-
-
 def environment(database_url: str, **overrides) -> dict[str, str]:
     """The variables the app reads: small pools, the session's token secret, cheap password hashing."""
     environ = {"DATABASE_URL": database_url, "POOL_MIN_SIZE": "1", "POOL_MAX_SIZE": "4", "TOKEN_SECRET": SECRET}
@@ -210,10 +166,8 @@ async def serve() -> AsyncIterator:
 
     async def serve(database_url: str | None = None, *, app: App | None = None, **overrides) -> str:
         app = app or create_app(settings_for(database_url, **overrides))
-        # The edge's limits and proxy trust (server.py) as the Dockerfile serves them, from the same overrides.
-        edge = options(Limits.from_env(environment(database_url, **overrides), env_file=None))
         # log_config=None: uvicorn keeps the app's logging (JSON lines), as when served from the command line.
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None, **edge)
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None)
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         running.append((server, task))
@@ -292,61 +246,6 @@ async def user(base_url, conn) -> AsyncIterator[httpx.AsyncClient]:
         await sign_up(http, "user@example.com", "User")
         http.headers["Authorization"] = await sign_in(http, "user@example.com")
         yield http
-
-
-class Process:
-    """The app under uvicorn in a process of its own, as it is deployed: one of several."""
-
-    def __init__(self, database_url: str, log: Path, **overrides) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        # FORWARDED_ALLOW_IPS and --http as the Dockerfile has them.
-        environ = {**os.environ, "PYTHONPATH": SOURCE, "FORWARDED_ALLOW_IPS": ""}
-        environ.update(environment(database_url, **overrides))
-        app = "{{ cookiecutter.package_name }}.app:app"
-        protocol = "heaven_plugins.server:HTTPProtocol"
-        command = [sys.executable, "-m", "uvicorn", app, "--port", str(self.port), "--http", protocol]
-        with log.open("wb") as output:  # from a folder without a .env
-            self.process = subprocess.Popen(command, env=environ, cwd=log.parent, stdout=output, stderr=output)
-
-    def wait_until_healthy(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.output()
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.05)
-        raise TimeoutError(f"no 200 from /health within {timeout} s:\n{self.output()}")
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-        return self.output()
-
-    def output(self) -> str:
-        """Everything the process printed so far: its log lines."""
-        return self.log.read_text(errors="replace")
-
-
-@pytest.fixture
-def spawn(tmp_path) -> Iterator[Callable[..., Process]]:
-    """`spawn(database_url, **settings)`: the app in a process of its own, healthy; stopped after the test."""
-    started: list[Process] = []
-
-    def spawn(database_url: str, **overrides) -> Process:
-        process = Process(database_url, tmp_path / f"uvicorn-{len(started)}.log", **overrides)
-        started.append(process)
-        process.wait_until_healthy()
-        return process
-
-    yield spawn
-    for process in started:
-        process.stop()
 
 
 @pytest.fixture

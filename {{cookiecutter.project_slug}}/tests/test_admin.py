@@ -2,7 +2,7 @@
 
 import httpx
 
-from conftest import PASSWORD, admin_command, eventually, sign_in, sign_up
+from conftest import ADMIN, PASSWORD, admin_command, eventually, sign_in, sign_up
 
 
 async def test_the_command_creates_an_admin_who_can_list_users(client, conn, migrated):
@@ -78,3 +78,12 @@ async def test_the_command_unlocks_a_user_locked_out_by_failed_sign_ins(client, 
     assert await sign_in(client, "locked@example.com")
     again = admin_command(migrated, "locked@example.com", "--unlock")
     assert again.returncode == 1 and "No failed sign-ins counted for locked@example.com" in again.stderr
+
+
+async def test_no_admin_exists_until_the_command_makes_one(client, conn):
+    # The tables emptied, the migrations applied: they make no user at all, and no default credentials work.
+    assert await conn.fetchval("SELECT count(*) FROM users WHERE is_admin") == 0
+    for email, password in [(ADMIN, PASSWORD), ("admin", "admin"), ("admin@example.com", "admin")]:
+        response = await client.post("/auth/token", json={"email": email, "password": password})
+        # "admin" is no address, so no account's: 422 naming the email, as sign-up would answer it.
+        assert response.status_code == (401 if "@" in email else 422), response.text

@@ -1,7 +1,8 @@
-"""/docs/openapi.json describes every route with the Structs its handler reads and answers; /docs shows it."""
+"""This project's routes in /docs/openapi.json: each one, the token it needs, and the Structs its handler reads
+and answers (how the document is built is heaven-plugins' to test)."""
 
 import msgspec
-from heaven_plugins.docs import BEARER, METHODS, openapi
+from heaven_plugins.docs import METHODS, openapi
 
 from {{ cookiecutter.package_name }}.app import PROJECT, create_app
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -41,9 +42,6 @@ async def test_every_route_is_in_the_document(client):
 
 async def test_each_operation_says_which_token_it_needs(client):
     document = (await client.get("/docs/openapi.json")).json()
-    assert document["components"]["securitySchemes"] == {
-        "bearer": {"type": "http", "scheme": "bearer", "description": BEARER["bearer"]["description"]}
-    }
     needs = {
         (method.upper(), path): operation["security"]
         for path, methods in document["paths"].items()
@@ -102,39 +100,3 @@ def test_every_handler_says_what_it_answers():
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
             assert set(operation["responses"]) - {"500", "503"}, f"{method.upper()} {path} is not @documented"
-
-
-async def test_the_page_needs_nothing_from_elsewhere(client):
-    response = await client.get("/docs")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
-    page = response.text
-    assert "/users" in page and "NewUser" in page
-    assert "Bearer " in page  # signing in on the page signs in its later requests (docs.SIGN_IN_SCRIPT)
-    assert 'src="http' not in page and 'href="http' not in page
-
-
-def test_a_docstring_is_a_short_summary_and_a_description_in_reading_order():
-    app = create_app(Settings())  # builds the routes; connects to nothing
-
-    async def remove_thing(req, res, ctx):
-        """Remove a thing: 204, or 404 if there is none. Its `id` is
-        never used again.
-
-        Only its owner may."""
-
-    async def list_things(req, res, ctx):
-        """Things, a page at a time."""
-
-    app.DELETE("/things/:id", remove_thing)
-    app.GET("/things", list_things)
-    document = openapi(app, PROJECT)
-    assert document["info"]["title"] == PROJECT["name"] != PROJECT["distribution"]
-    remove = document["paths"]["/things/{id}"]["delete"]
-    assert remove["summary"] == "Remove a thing"
-    assert remove["description"] == "204, or 404 if there is none. Its `id` is never used again.\n\nOnly its owner may."
-    assert "description" not in document["paths"]["/things"]["get"]
-    # By group, then path, then list or read, create, change, delete: sign-in before sign-out.
-    order = [f"{method.upper()} {path}" for path, methods in document["paths"].items() for method in methods]
-    assert order.index("POST /auth/token") < order.index("DELETE /auth/token") < order.index("GET /users")
-    assert order.index("GET /things") < order.index("DELETE /things/{id}")

@@ -60,3 +60,11 @@ def test_what_a_stopped_dev_server_left_behind_is_ignored(tmp_path):
 def test_a_bad_value_stops_with_the_variable_named(environ, named):
     with pytest.raises(SystemExit, match=named):
         Settings.from_env(environ, env_file=None)
+
+
+@pytest.mark.parametrize(
+    "value", ["null", "app.example.com", "https://app.example.com/path", "ftp://x.example", "*, null"]
+)
+def test_a_value_that_is_not_an_origin_stops_the_app_naming_cors_origins(value):
+    with pytest.raises(SystemExit, match="CORS_ORIGINS"):
+        Settings.from_env({"CORS_ORIGINS": value}, env_file=None)

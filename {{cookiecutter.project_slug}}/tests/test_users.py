@@ -1,12 +1,15 @@
 """/users over real HTTP: sign-up, your own account (/users/me), the admins' routes, each error status, all JSON."""
 
 import asyncio
+import json
 
 import pytest
 
 from conftest import PASSWORD, sign_in, sign_up
 
 ALICE = {"email": "alice@example.com", "name": "Alice", "password": PASSWORD}
+ADMINS = [("GET", "/users"), ("GET", "/users/1"), ("PATCH", "/users/1"), ("DELETE", "/users/1")]
+SIGNED_IN = [("GET", "/users/me"), ("PATCH", "/users/me"), ("DELETE", "/users/me")]
 
 
 async def test_sign_up_answers_201_with_the_user_and_its_location(client, admin):
@@ -217,3 +220,47 @@ async def test_deleting_yourself_is_204_and_your_tokens_stop_working(client, use
     assert (await user.delete("/users/me")).status_code == 204
     assert (await admin.get(f"/users/{me['id']}")).status_code == 404
     assert (await user.get("/users/me")).status_code == 401
+
+
+# --- who may: tokens and roles (sign-in itself is heaven-plugins' to test) ---------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path"), ADMINS + SIGNED_IN)
+async def test_without_a_token_every_users_route_but_sign_up_is_401(client, method, path):
+    response = await client.request(method, path, json={})
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["error"] == "missing_token"
+
+
+@pytest.mark.parametrize(("method", "path"), ADMINS)
+async def test_a_user_who_is_not_an_admin_gets_403_on_the_admins_routes(user, method, path):
+    response = await user.request(method, path, json={})
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
+
+
+@pytest.mark.parametrize("change", ["deactivated", "deleted"])
+async def test_a_user_deactivated_or_deleted_by_an_admin_is_signed_out_here_at_once(user, admin, change):
+    me = (await user.get("/users/me")).json()
+    if change == "deactivated":
+        assert (await admin.patch(f"/users/{me['id']}", json={"is_active": False})).status_code == 200
+    else:
+        assert (await admin.delete(f"/users/{me['id']}")).status_code == 204
+    assert (await user.get("/users/me")).status_code == 401
+
+
+async def test_a_password_change_shows_no_password_in_any_answer_or_log_line(user, conn, log_lines):
+    new = "a brand new password"
+    log_lines()
+    answers = [
+        await user.patch("/users/me", json={"password": new, "current_password": new}),  # 403
+        await user.patch("/users/me", json={"password": new, "current_password": PASSWORD}),
+    ]
+    assert [answer.status_code for answer in answers] == [403, 200]
+    logged = json.dumps(log_lines())
+    assert "PATCH" in logged  # the log was captured
+    hashed = await conn.fetchval("SELECT password_hash FROM users WHERE email = 'user@example.com'")
+    for secret in (PASSWORD, new, *hashed.rsplit("$", 2)[1:]):
+        assert secret not in logged
+        assert not [answer for answer in answers if secret in answer.text + str(answer.headers)]

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+
 from heaven_plugins.server import Limits
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from conftest import ADMIN, make_admin, sign_in
 from heaven_plugins import logs
 from heaven_plugins.logs import Console, JSONFormatter, access
 from heaven_plugins.web import HTTPError, send
-
-from conftest import ADMIN, make_admin, sign_in
 
 GENERATED = re.compile(r"[0-9a-f]{12}-[0-9]+")
 
@@ -37,7 +37,7 @@ async def failing(new_app, serve, conn, monkeypatch):
     app = new_app(max_body_bytes=100)
 
     async def boom(req, res, ctx):
-        logging.getLogger("{{ cookiecutter.package_name }}.test").warning("about to fail")
+        logging.getLogger("example.test").warning("about to fail")
         raise RuntimeError("boom")
 
     def refuse(req, res, ctx):
@@ -201,7 +201,7 @@ def test_a_loop_that_ends_before_its_batch_is_written_loses_no_line(capsys):
     # Lines made on an event loop wait there for its batch; a loop that ends first never writes it
     # (a script's asyncio.run). The next loop's batch takes them along, without a flush.
     async def log(message: str, then_wait: float = 0) -> None:
-        logging.getLogger("{{ cookiecutter.package_name }}.test").warning(message)
+        logging.getLogger("example.test").warning(message)
         await asyncio.sleep(then_wait)
 
     assert logs.writer.flush()
@@ -261,7 +261,7 @@ async def test_console_lines_are_short_and_tracebacks_print_as_tracebacks(failin
 def test_a_terminal_gets_coloured_lines_and_anything_else_json(terminal, log_format, console):
     script = (
         "import logging; from heaven_plugins import logs; logs.configure('INFO'); "
-        "logging.getLogger('{{ cookiecutter.package_name }}.x').warning('look here'); logs.writer.flush()"
+        "logging.getLogger('example.x').warning('look here'); logs.writer.flush()"
     )
     environ = {key: value for key, value in os.environ.items() if key not in ("LOG_FORMAT", "NO_COLOR")}
     environ["PYTHONPATH"] = str(Path(logs.__file__).parents[2])

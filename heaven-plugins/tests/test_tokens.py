@@ -4,6 +4,7 @@ import time
 
 import asyncpg
 import pytest
+
 from heaven_plugins.signin.tokens import INSERT_REVOCATION, Principal, Revocations, Tokens
 
 SECRET, OTHER = "s" * 32, "o" * 32

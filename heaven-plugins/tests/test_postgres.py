@@ -13,6 +13,9 @@ import httpx
 import msgspec
 import pytest
 from heaven import Router
+
+from conftest import settings_for
+from example import User, create_app
 from heaven_plugins.postgres import (
     DB,
     BindError,
@@ -24,11 +27,6 @@ from heaven_plugins.postgres import (
     postgres_of,
 )
 from heaven_plugins.postgres.answers import conflict
-
-from conftest import settings_for
-from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.resources import DB as PROJECT_DB
-from {{ cookiecutter.package_name }}.users import User
 
 
 class Pair(msgspec.Struct):
@@ -180,9 +178,10 @@ async def test_install_puts_the_plugin_on_the_app_and_each_requests_context(migr
     assert db.pool is None  # closed by the shutdown hook
 
 
-async def test_the_apps_database_is_on_the_context_under_the_projects_name(migrated):
-    app = create_app(settings_for(migrated))
-    assert postgres_of(app).name == PROJECT_DB.name == "{{ cookiecutter.context_name }}"
+def test_plugins_find_the_database_whatever_its_name(migrated):
+    app = Router()
+    app.plugin(Postgres(migrated, name="anything"))
+    assert postgres_of(app).name == "anything"
 
 
 async def test_startup_fails_naming_the_server_never_the_password(closed_port):

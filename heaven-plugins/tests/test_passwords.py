@@ -11,6 +11,9 @@ from urllib.parse import urlsplit
 import argon2
 import httpx
 import pytest
+
+from conftest import PASSWORD, sign_up
+from example import Settings
 from heaven_plugins.signin.passwords import (
     PROCESS_MIB,
     Passwords,
@@ -18,9 +21,6 @@ from heaven_plugins.signin.passwords import (
     container_limits,
     hash_threads,
 )
-
-from conftest import PASSWORD, sign_up
-from {{ cookiecutter.package_name }}.settings import Settings
 
 
 async def started(passwords: Passwords) -> Passwords:
@@ -169,7 +169,7 @@ async def post(url: str, path: str, body: dict) -> tuple[int, dict[str, str], di
 
 
 async def test_a_sign_in_stays_fast_during_a_flood_of_sign_ups_whose_excess_is_refused_at_once(migrated, conn, spawn):
-    shipped = Settings()
+    shipped = Settings()  # argon2-cffi's cost and a wait of 5 s, as a project ships them
     service = spawn(migrated, argon2_time_cost=shipped.argon2_time_cost, argon2_memory_kib=shipped.argon2_memory_kib)
     async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
         await sign_up(http, "owner@example.com")

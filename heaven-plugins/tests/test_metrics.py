@@ -3,11 +3,11 @@ route, requests in flight, and the database pool, as prometheus-client's own par
 
 import httpx
 from heaven.constants import DEFAULT
-from heaven_plugins import metrics
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import PASSWORD
+from heaven_plugins import metrics
 
 
 async def scrape(http: httpx.AsyncClient) -> dict[str, list]:

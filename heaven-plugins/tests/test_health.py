@@ -5,9 +5,9 @@ import asyncio
 import time
 
 import httpx
-from heaven_plugins.signin.tokens import Tokens
 
 from conftest import PASSWORD, SECRET
+from heaven_plugins.signin.tokens import Tokens
 
 
 def admin_token() -> dict[str, str]:
