@@ -21,11 +21,11 @@ import uvicorn
 
 from example import MIGRATIONS, Settings, create_app
 from heaven_plugins import logs
+from heaven_plugins.app import App
 from heaven_plugins.migrate import migrate
 from heaven_plugins.postgres import Postgres
 from heaven_plugins.server import Limits, options
 from heaven_plugins.signin.passwords import Passwords
-from heaven_plugins.web import App
 
 SECRET = secrets.token_urlsafe(32)
 # The tests hash hundreds of passwords: at argon2's real cost (test_passwords.py) that would take minutes.
@@ -210,9 +210,6 @@ class Servers:
             server.should_exit = True
             await task
         self.running.clear()
-        # An App's shutdown has the log writer write each line at once from then on (logs.write_through), for a
-        # process that is ending; this one goes on serving the session's other apps, which batch their lines.
-        logs.writer.write_through = False
 
 
 @pytest.fixture

@@ -11,13 +11,14 @@ from heaven.context import Key
 from msgspec import Struct
 
 from heaven_plugins import health, logs, metrics, signin
+from heaven_plugins.app import App
 from heaven_plugins.config import Seconds, Size, from_env
 from heaven_plugins.cors import CORS, parse_origins
 from heaven_plugins.docs import Docs, Error, documented
 from heaven_plugins.fields import Email, Name, Page, normal_email, not_found, path_id
 from heaven_plugins.postgres import Postgres
 from heaven_plugins.signin import AUTH, USER, Auth, Password, Passwords, Throttle, admin
-from heaven_plugins.web import App, HTTPError, public, read, read_query, send
+from heaven_plugins.web import HTTPError, public, read, read_query, send
 
 PROJECT = {"name": "Example service", "description": "What the library's tests serve.", "distribution": "example"}
 MIGRATIONS = [signin.MIGRATIONS, Path(__file__).with_name("migrations")]

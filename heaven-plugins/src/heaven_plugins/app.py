@@ -17,7 +17,7 @@ from heaven.router import Routes, _string_to_function_handler
 from .logs import ids
 from .logs.access_log import access, log_request
 from .logs.ids import REQUEST_ID, SANE_REQUEST_ID
-from .logs.writer import write_through
+from .logs.writer import write_through, writer
 from .web import HTTPError, send
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,9 @@ class App(Router):
 
     async def _lifespan(self, receive, send) -> None:
         await receive()  # lifespan.startup
+        # Lines are batched while an app serves; a shutdown before this one (of another app of this process,
+        # as in tests) had each written at once (logs.write_through).
+        writer.write_through = False
         try:
             await _run_all(self.initializers, self)
         except Exception as exc:
