@@ -210,6 +210,9 @@ class Servers:
             server.should_exit = True
             await task
         self.running.clear()
+        # An App's shutdown has the log writer write each line at once from then on (logs.write_through), for a
+        # process that is ending; this one goes on serving the session's other apps, which batch their lines.
+        logs.writer.write_through = False
 
 
 @pytest.fixture
