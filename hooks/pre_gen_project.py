@@ -22,6 +22,7 @@ DEPENDENCIES = {
     "asyncpg",
     "conftest",
     "heaven",
+    "heaven_plugins",
     "httpx",
     "msgspec",
     "pgserver",
@@ -36,6 +37,11 @@ DEPENDENCIES = {
 
 # Keys Heaven's Context refuses to be given (heaven/context.py).
 RESERVED_CONTEXT_KEYS = {"app", "cookies", "headers", "request", "response", "session"}
+# Keys sign-in (heaven_plugins.signin) puts on each request's context: the database under one of them
+# would be replaced by the signed-in user or the plugin.
+PLUGIN_CONTEXT_KEYS = {"auth", "user"}
+# The distribution the project carries in vendor/ (and depends on): a project of the same name would be it.
+LIBRARY = "heaven-plugins"
 
 
 def problem_with(answers: dict) -> str | None:
@@ -44,6 +50,8 @@ def problem_with(answers: dict) -> str | None:
     context = answers["context_name"]
     if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", slug):
         return f"project_slug {slug!r} must be lowercase letters and digits, words joined by single dashes"
+    if slug == LIBRARY:
+        return f"project_slug {slug!r} is the name of the library the project is built on; pick another"
     if not (package.isascii() and package.isidentifier()) or keyword.iskeyword(package):
         return f"package_name {package!r} is not a valid Python identifier"
     if package != package.lower():
@@ -54,6 +62,8 @@ def problem_with(answers: dict) -> str | None:
         return f"context_name {context!r} is not a valid Python identifier"
     if context.startswith("_") or context in RESERVED_CONTEXT_KEYS:
         return f"context_name {context!r} is reserved by Heaven's context; pick another"
+    if context in PLUGIN_CONTEXT_KEYS:
+        return f"context_name {context!r} is taken by sign-in on each request's context; pick another"
     return None
 
 

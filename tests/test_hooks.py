@@ -21,9 +21,13 @@ TEMPLATE = Path(__file__).resolve().parents[1]
         ("package_name=heaven", "shadow"),
         ("package_name=asyncpg", "shadow"),
         ("package_name=test", "shadow"),
+        ("package_name=heaven_plugins", "shadow"),
+        ("project_slug=heaven-plugins", "library"),
         ("package_name=Upper", "lowercase"),
         ("context_name=app", "reserved"),
         ("context_name=not valid", "context_name"),
+        ("context_name=user", "sign-in"),
+        ("context_name=auth", "sign-in"),
     ],
 )
 def test_an_invalid_name_typed_by_hand_is_refused(tmp_path, answer, complaint):

@@ -171,16 +171,24 @@ def edit_as_an_owner(project: Path, package: str) -> dict[str, bytes]:
     for path, lines in OWNED.items():
         target = project / path.format(package=package)
         target.write_text(target.read_text() + lines)
+    # A dependency of the owner's own, where they add it: the line after heaven-plugins'. One the locks
+    # already hold, so that the suite below runs on them as they are.
+    pyproject = project / "pyproject.toml"
+    dependency = re.search(r'^    "heaven-plugins[^"]*",\n', pyproject.read_text(), re.M)
+    assert dependency, "no heaven-plugins line in pyproject.toml's dependencies"
+    at = dependency.end()
+    pyproject.write_text(pyproject.read_text()[:at] + '    "msgspec>=0.19",  # ours\n' + pyproject.read_text()[at:])
     after = {path: path.read_bytes() for path in project.rglob("*") if path.is_file() and ".git" not in path.parts}
     edited = {
         path.relative_to(project).as_posix(): content for path, content in after.items() if before.get(path) != content
     }
-    assert f"src/{package}/app.py" in edited and len(edited) == 7, sorted(edited)
+    assert f"src/{package}/app.py" in edited and "pyproject.toml" in edited and len(edited) == 8, sorted(edited)
     return edited
 
 
 def release_the_library(template: Path, shell: Shell) -> dict[str, bytes]:
-    """A later template commit that changes the library alone, its code and its CHANGELOG: {vendored path: content}."""
+    """A later template commit that releases the library: its code, its CHANGELOG and its version, and nothing
+    else. {vendored path: content}."""
     library = template / "heaven-plugins"
     changed = {
         "src/heaven_plugins/__init__.py": "\n# Released later: a line of the library's code a bake has never seen.\n",
@@ -188,8 +196,13 @@ def release_the_library(template: Path, shell: Shell) -> dict[str, bytes]:
     }
     for path, line in changed.items():
         (library / path).write_text((library / path).read_text() + line)
+    pyproject = library / "pyproject.toml"
+    version = re.search(r'^version = "(\d+)\.(\d+)\.(\d+)"$', pyproject.read_text(), re.M)
+    assert version, "no version in heaven-plugins/pyproject.toml"
+    major, minor, patch = version.groups()
+    pyproject.write_text(pyproject.read_text().replace(version[0], f'version = "{major}.{minor}.{int(patch) + 1}"'))
     shell.git(template, "commit", "-q", "-am", "heaven-plugins: a later release")
-    return {path: (library / path).read_bytes() for path in changed}
+    return {path: (library / path).read_bytes() for path in [*changed, "pyproject.toml"]}
 
 
 @LOCKED_VENV

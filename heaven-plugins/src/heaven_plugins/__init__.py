@@ -5,7 +5,7 @@ app.py         the App: a Heaven Router whose startup can fail and whose every a
 web.py         HTTP for handlers: read a JSON body or a query, send JSON, raise HTTPError, `public`;
                the 400 and 422 messages that name the field at fault
 fields.py      what resources share: ids from the path, the page query, text and email field types
-postgres.py    the Postgres plugin: the pool, a handle on each request's context, rows as Structs
+postgres/      the Postgres plugin: the pool, outages, a handle on each request's context, rows as Structs
 migrate.py     migrations: .sql files from the project and its plugins, applied in name order, each once
 signin/        the sign-in plugin: tokens, passwords, the guard, admin, its migrations
 logs/          logs on stderr written off the request path: JSON or console lines, request ids, access lines

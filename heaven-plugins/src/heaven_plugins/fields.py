@@ -46,7 +46,7 @@ class Page(Struct):
 # (msgspec checks input with it) and ECMA-262 (JSON Schema's: what clients and validators read in the
 # OpenAPI document). So no \s, \w or \d, which each dialect defines its own way: only explicit
 # classes. And no `$`, which in Python also matches before a final newline: "no character follows",
-# (?![\s\S]), ends a string in both. tests/test_resources.py holds both engines to this.
+# (?![\s\S]), ends a string in both. tests/test_fields.py holds both engines to this.
 _END = r"(?![\s\S])"
 _CONTROL = r"\x00-\x1f\x7f-\x9f"  # C0 and C1 controls; Postgres text cannot hold the first, NUL
 # What str.strip() removes: the characters Python calls whitespace (Unicode's White_Space and \x1c-\x1f).

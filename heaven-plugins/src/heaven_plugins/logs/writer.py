@@ -31,7 +31,7 @@ class LogWriter:
 
     Handing every line to the thread instead cost 0.4 context switches a request, waking it and
     trading the GIL with it, and some Python per line; the loop's batch costs neither. What an
-    access line costs, measured, is in the README.
+    access line costs is measured by heaven-pg's benchmark (its bench/README.md).
 
     At most `capacity` lines wait, in each queue; past that they are dropped, and a line says how
     many once stderr takes lines again. Records with a traceback go through `tracebacks`, which lets

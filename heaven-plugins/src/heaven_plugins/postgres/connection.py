@@ -24,7 +24,7 @@ class Connection(asyncpg.Connection):
 
     asyncpg resets every connection given back: it rolls back a transaction left open (no round trip
     when there is none), then sends the reset query. For the one statement of a fetch(), which
-    leaves nothing on the session, that round trip was 14 % of a request's time (bench/README.md).
+    leaves nothing on the session, that round trip was 14 % of a request's time (heaven-pg's bench/README.md).
     psycopg's pool and SQLAlchemy's do no such reset either, and PgBouncer in transaction mode keeps
     no session state across transactions in any case.
     """
