@@ -316,7 +316,8 @@ def chart(results: dict, path: Path) -> None:
     # Third: instructions per request, counted in-process by callgrind; no bars of spread, it has none.
     ax = axes[2]
     counted = results["instructions"]["endpoints"][endpoint]["per_request"]
-    values = [counted[name] / 1000 for name in names]
+    # A contender not counted (the smoke run counts a few) gets no bar.
+    values = [counted.get(name, 0) / 1000 for name in names]
     ax.barh(range(len(names)), values, color=[COLORS.get(n, "#999") for n in names])
     ax.set_yticks(list(range(len(names))), [])
     ax.invert_yaxis()

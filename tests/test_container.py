@@ -162,7 +162,7 @@ def test_ci_workflow_is_valid_and_lints_and_tests_against_postgres(bake):
     assert setup["with"]["python-version"] == "3.12"
     commands = " && ".join(step["run"] for step in steps if "run" in step)
     for command in (
-        "pip install --require-hashes -r requirements-dev.txt",
+        "make install",
         "make lock && git diff --exit-code requirements.txt requirements-dev.txt",
         "ruff check .",
         "ruff format --check .",

@@ -43,7 +43,10 @@ def test_make_lock_in_a_fresh_bake_changes_nothing(bake, answers):
         relocked = (project.path / name).read_text()
         diff = "".join(difflib.unified_diff(shipped[name].splitlines(True), relocked.splitlines(True), name, name))
         assert not diff, f"{name} does not match pyproject.toml; `python scripts/lock.py` refreshes it:\n{diff[:3000]}"
-    assert project.path.name in shipped["requirements.txt"]  # uv names the project in its comments: this one
+    # uv names the project in its comments, where the dev tools come from it: this one, not the template's.
+    assert project.path.name in shipped["requirements-dev.txt"]
+    # heaven-plugins comes from vendor/, not from the locks: uv says it left it out.
+    assert "# The following packages were excluded from the output:\n# heaven-plugins\n" in shipped["requirements.txt"]
 
 
 @pytest.mark.parametrize("python", PYTHONS)
