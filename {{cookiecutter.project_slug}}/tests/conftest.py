@@ -29,7 +29,8 @@ from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.users import NewUser
 
 SECRET = secrets.token_urlsafe(32)
-# The tests hash hundreds of passwords: at argon2's real cost (heaven-plugins' test_passwords.py) that would take minutes.
+# The tests hash hundreds of passwords: at argon2's real cost (heaven-plugins' test_passwords.py) that
+# would take minutes.
 FAST_HASHING = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "1024"}
 PASSWORD = "correct horse battery staple"
 ADMIN = "admin@example.com"
