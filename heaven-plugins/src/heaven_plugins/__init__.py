@@ -2,6 +2,7 @@
 
 app.py         the App: a Heaven Router whose startup can fail and whose every answer is JSON, with a
                request id; plugins, guards, ASGI layers, exception types mapped to answers (App.answer)
+errors.py      what escapes a handler or a hook, answered: an HTTPError, a type registered with App.answer, or a 500
 web.py         HTTP for handlers: read a JSON body or a query, send JSON, raise HTTPError, `public`;
                the 400 and 422 messages that name the field at fault
 fields.py      what resources share: ids from the path, the page query, text and email field types

@@ -1,10 +1,7 @@
 """The App: a Heaven Router whose startup can fail, whose every answer is JSON, with a request id on each."""
 
 import asyncio
-import functools
-import inspect
 import logging
-import traceback
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -14,6 +11,7 @@ from heaven import Router
 from heaven.constants import DEFAULT, SOCKET
 from heaven.router import Routes, _string_to_function_handler
 
+from .errors import Answers, answer_error, answering_errors
 from .logs import ids
 from .logs.access_log import access, log_request
 from .logs.ids import REQUEST_ID, SANE_REQUEST_ID
@@ -56,7 +54,7 @@ class App(Router):
         self._rule: Callable[[Callable], Callable | None] | None = None
         # Exception type -> how it is answered (answer()); read at each failure, so routes registered
         # before a plugin registers its answers get them too.
-        self._answers: dict[type[BaseException], Callable[[Any], HTTPError]] = {}
+        self._answers: Answers = {}
         self._serve = self._route
         # Heaven routes a request with no subdomain through this engine (tests/test_heaven.py checks it).
         self.subdomains[DEFAULT] = _JSONRoutes(debug, max_body_size)
@@ -121,7 +119,7 @@ class App(Router):
             if check is not None:
                 raise TypeError(f"websocket {route} would escape the guard: check in the handler and mark it public")
         else:
-            handler = _answering_errors(handler, check, self._show_tracebacks, self._answers)
+            handler = answering_errors(handler, check, self._show_tracebacks, self._answers)
         return super().abettor(method, route, handler, *args, **kwargs)
 
     async def __call__(self, scope, receive, send):
@@ -180,52 +178,6 @@ async def _run_all(hooks, app, last_first: bool = False) -> None:
         await (hooks.pop() if last_first else hooks.popleft())(app)
 
 
-def _answering_errors(handler, check, debug: bool, answers: dict):
-    asynchronous = inspect.iscoroutinefunction(handler)
-
-    @functools.wraps(handler)
-    async def answering_errors(req, res, ctx):
-        try:
-            if check is not None:
-                check(req, ctx)
-            if asynchronous:
-                await handler(req, res, ctx)
-            else:
-                handler(req, res, ctx)
-        except HTTPError as exc:
-            _send_error(res, exc)
-        except Exception as exc:
-            error = _answered(exc, answers) if answers else None
-            if error is None:
-                _internal_error(res, exc, req.method, req.url, debug)
-            else:
-                _send_error(res, error)
-
-    return answering_errors
-
-
-def _answered(exc: Exception, answers: dict) -> HTTPError | None:
-    for kind in type(exc).__mro__:
-        to_error = answers.get(kind)
-        if to_error is not None:
-            return to_error(exc)
-    return None
-
-
-def _send_error(res, exc: HTTPError) -> None:
-    send(res, exc.body(), exc.status)
-    for header in exc.headers:
-        res.headers = header
-
-
-def _internal_error(res, exc: Exception, method: str, path: str, debug: bool) -> None:
-    log.error("unhandled error in %s %s", method, path, exc_info=exc)
-    error = {"error": "internal_error", "detail": "the server failed to answer this request"}
-    if debug:
-        error["traceback"] = traceback.format_exception(exc)
-    send(res, error, 500)
-
-
 class _JSONRoutes(Routes):
     """Heaven's route table, with its own 404, 405 and 413 answers turned into JSON, the values of
     App.provide put on each request's context, and each answer given its request id and observed."""
@@ -235,7 +187,7 @@ class _JSONRoutes(Routes):
         self.provided: dict[str, Any] = {}
         self.max_body_size = max_body_size
         self.observers: list[Callable] = []
-        self.answers: dict[type[BaseException], Callable[[Any], HTTPError]] = {}  # the App's, for hooks
+        self.answers: Answers = {}  # the App's, for hooks
         self.in_flight = 0
         self._debug = debug
 
@@ -256,12 +208,7 @@ class _JSONRoutes(Routes):
         error = getattr(res, "_unhandled_error", None)
         if error is not None:  # raised by a hook: answered here, as JSON, not printed by Heaven as text
             del res._unhandled_error
-            if not isinstance(error, HTTPError) and self.answers:
-                error = _answered(error, self.answers) or error  # as for a handler (App.answer)
-            if isinstance(error, HTTPError):
-                _send_error(res, error)
-            else:
-                _internal_error(res, error, scope.get("method", ""), scope["path"], self._debug)
+            answer_error(res, error, self.answers, scope.get("method", ""), scope["path"], self._debug)
         # Appended, not res.headers = (...): Heaven's setter rebuilds the list, 1 µs a request.
         res.headers.append((b"x-request-id", request_id.encode()))
         if self.observers and scope["type"] == "http":  # a websocket has no method, no status
