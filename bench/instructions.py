@@ -1,10 +1,11 @@
 """Instructions per request, counted by valgrind's callgrind: the one figure here that a noisy machine cannot move.
 
 Each contender's ASGI app runs in-process under callgrind, without uvicorn, HTTP or wrk: the same
-requests through the app, its framework and its database driver, against the same Postgres. Two
-runs differ only in how many requests they make, so the cost of one request is the difference in
-instructions over the difference in requests; interpreter start, imports, the pool's connections
-and the warm-up cancel out. Requests go `concurrency` at a time, as wrk's connections would.
+requests through the app, its framework and its database driver, against the same Postgres. Two calls of
+libc functions nothing else here calls mark the counted requests, after a warm-up: callgrind zeroes
+its count at the first and writes it out at the second, so interpreter start, imports, the pool's
+connections, the warm-up and the exit stay outside it. One process a contender and path.
+Requests go `concurrency` at a time, as wrk's connections would.
 
     python bench/instructions.py drive MODULE:APP APP_DIR PATH REQUESTS CONCURRENCY   # what callgrind runs
 """
@@ -19,52 +20,52 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-WARMUP = 64  # requests before the counted ones, in both runs: caches filled, statements prepared
+WARMUP = 160  # requests before the counted ones: caches filled, statements prepared, the pool's connections used
+# Two libc functions nothing else here calls mark the counted requests: callgrind zeroes its count on entering the
+# first and writes it out on entering the second. (Written out at the start too, the baked service answered the
+# requests after it 503: the pause of writing a profile is long enough for its own watch of the database.)
+START, END = "getloadavg", "getsid"
+# callgrind runs an app some fifty times slower, and slower still on a busy machine: the baked service's bounds on
+# waiting for a connection or a query, meant for real time, would turn that into 503s. Their values change no code
+# path, and the other contenders read neither.
+UNDER_CALLGRIND = {"ACQUIRE_TIMEOUT": "300", "QUERY_TIMEOUT": "300"}
 
 
-def measure(
-    valgrind: str,
-    contenders,
-    env_for,
-    paths: dict[str, str],
-    concurrency: int,
-    requests: tuple[int, int],
-    scratch: Path,
-) -> dict:
-    """Instructions per request of each contender on each of `paths` (name: path): two callgrind runs
-    of each contender on each path, as many at once as there are cores."""
-    small, large = (n - n % concurrency for n in requests)  # whole batches
-    jobs = [(contender, endpoint, n) for endpoint in paths for contender in contenders for n in (small, large)]
+def count_all(valgrind: str, jobs: list, env_for, concurrency: int, requests: int, scratch: Path) -> dict:
+    """Instructions per request of each (contender, path) in `jobs`, keyed by (contender name, path): one
+    callgrind process each, as many at once as there are cores."""
+    requests -= requests % concurrency  # whole batches
 
     def run(job):
-        contender, endpoint, n = job
-        return count(valgrind, contender, env_for(contender), paths[endpoint], n, concurrency, scratch)
+        contender, path = job
+        return round(count(valgrind, contender, env_for(contender), path, requests, concurrency, scratch) / requests)
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        counts = dict(zip(jobs, pool.map(run, jobs), strict=True))
+        return {(c.name, path): n for (c, path), n in zip(jobs, pool.map(run, jobs), strict=True)}
+
+
+def table(contenders, paths: dict[str, str], per_request: dict, concurrency: int, requests: int) -> dict:
+    """What results.json keeps of the counts: per endpoint (name: path), each contender's instructions a request."""
     return {
         "concurrency": concurrency,
-        "requests": [small, large],
+        "requests": requests - requests % concurrency,
+        "warmup": WARMUP,
         "endpoints": {
-            endpoint: {
-                "path": path,
-                "counts": {c.name: [counts[c, endpoint, small], counts[c, endpoint, large]] for c in contenders},
-                "per_request": {
-                    c.name: round((counts[c, endpoint, large] - counts[c, endpoint, small]) / (large - small))
-                    for c in contenders
-                },
-            }
+            endpoint: {"path": path, "per_request": {c.name: per_request[c.name, path] for c in contenders}}
             for endpoint, path in paths.items()
         },
     }
 
 
 def count(valgrind: str, contender, env: dict, path: str, requests: int, concurrency: int, scratch: Path) -> int:
-    """Instructions of one whole process that makes `requests` requests (after the warm-up)."""
+    """Instructions of `requests` requests after the warm-up, in one process under callgrind."""
+    out = scratch / ("callgrind." + re.sub(r"\W", "_", f"{contender.name} {path}"))
     command = [
         valgrind,
         "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
+        f"--callgrind-out-file={out}",
+        f"--zero-before={START}",
+        f"--dump-before={END}",
         sys.executable,
         __file__,
         "drive",
@@ -75,11 +76,18 @@ def count(valgrind: str, contender, env: dict, path: str, requests: int, concurr
         str(concurrency),
     ]
     # From the empty scratch folder, as servers run: the baked service would read a stray .env.
-    done = subprocess.run(command, env=env, cwd=scratch, capture_output=True, text=True, timeout=3600)
-    collected = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode != 0 or collected is None:
-        raise RuntimeError(f"{contender.name} under callgrind exited {done.returncode}: {done.stderr[-2000:]}")
-    return int(collected.group(1))
+    done = subprocess.run(
+        command, env={**env, **UNDER_CALLGRIND}, cwd=scratch, capture_output=True, text=True, timeout=3600
+    )
+    dump = Path(f"{out}.1")  # what was counted between the marks (the file without a number: what came after)
+    totals = re.search(r"^totals: (\d+)", dump.read_text(), re.MULTILINE) if dump.exists() else None
+    for written in (dump, out):
+        written.unlink(missing_ok=True)
+    if done.returncode != 0 or totals is None:
+        # What went wrong is in its warnings, not in the access lines that fill the end of its output.
+        warned = [line for line in done.stderr.splitlines() if '"level":"INFO"' not in line]
+        raise RuntimeError(f"{contender.name} under callgrind exited {done.returncode}: " + "\n".join(warned[-40:]))
+    return int(totals.group(1))
 
 
 def drive(app_spec: str, app_dir: str, path: str, requests: int, concurrency: int) -> None:
@@ -133,15 +141,20 @@ async def _drive(app, path: str, requests: int, concurrency: int) -> None:
             "state": state.copy(),
         }
 
-    for batch in (WARMUP, requests):
-        for _ in range(batch // concurrency):
+    async def batches(requests: int) -> None:
+        for _ in range(requests // concurrency):
             await asyncio.gather(*(app(scope(), receive, send) for _ in range(concurrency)))
+
+    await batches(WARMUP)
+    os.getloadavg()  # START: callgrind counts from here...
+    await batches(requests)
+    os.getsid(0)  # ...to here
     if set(statuses) != {200}:
         raise SystemExit(f"answers were not all 200: {dict(statuses)}")
     if running.done():
         raise SystemExit("the app's lifespan ended before its shutdown")
     sys.stdout.flush()
-    os._exit(0)  # no shutdown: it would be the same in both runs, and slow under callgrind
+    os._exit(0)  # no shutdown: it is not counted, and slow under callgrind
 
 
 if __name__ == "__main__":

@@ -244,13 +244,12 @@ def instructions_table(results: dict) -> list[str]:
     counted, labels = results["instructions"], results["contenders"]
     endpoint, _ = headline(results)
     per_request = counted["endpoints"][endpoint]["per_request"]
-    small, large = counted["requests"]
     out = [
         f"## Instructions per request: GET {counted['endpoints'][endpoint]['path']}, "
         f"{counted['concurrency']} at a time",
         "",
         "Counted by callgrind with the app driven in-process (no uvicorn, HTTP or wrk), so the same on every run: "
-        f"the difference between runs of {small:,} and {large:,} requests, over {large - small:,}.",
+        f"{counted['requests']:,} requests after a warm-up of {counted['warmup']:,}, in one process each.",
         "",
         "| contender | instructions/request | baked vs it | vs floor |",
         "|---|---:|---:|---:|",

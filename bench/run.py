@@ -45,8 +45,8 @@ SMOKE_COUNTED = {"baked", "baked_quiet", "raw"}  # contenders.BAKED, BAKED_QUIET
 # Compared byte for byte before any timing: the timed paths, plus a page near the end and the last row.
 AGREEMENT_PATHS = (*ENDPOINTS.values(), "/users?limit=7&after=9995", "/users/10000")
 HEADLINE = ("limit=20", 32)  # the cell the targets are stated for
-# Requests in the two callgrind runs of each contender, whose difference is counted (instructions.py).
-INSTRUCTION_REQUESTS, INSTRUCTION_REQUESTS_SMOKE = (160, 1120), (32, 96)
+# Requests counted by callgrind in each contender's process, after its warm-up (instructions.py).
+INSTRUCTION_REQUESTS, INSTRUCTION_REQUESTS_SMOKE = 960, 64
 
 
 def main() -> int:
@@ -146,39 +146,43 @@ def main() -> int:
     micro = asyncio.run(
         micro_bind.measure(dsn, sizes=(100,) if args.smoke else micro_bind.SIZES, repeat=3 if args.smoke else 25)
     )
-    # Every endpoint, at the headline's concurrency. The smoke mode only checks that counting works: on the baked
-    # service (as shipped and with its defaults off) and the floor, not on each comparison app (the same counting,
-    # about 25 s of callgrind each on the 2-core CI machine); their answers are checked above all the same.
-    counted = instructions.measure(
+    # Every endpoint, at the headline's concurrency; at the headline, each default off (against the service as
+    # shipped) and the route public (what the sign-in check costs). All in one pool of callgrind processes, one a
+    # core. The smoke mode only checks that counting works: on the baked service (as shipped and with its defaults
+    # off) and the floor, not on each comparison app (the same counting, 20 s or so of callgrind each on the 2-core
+    # CI machine); their answers are checked above all the same.
+    headline_path = ENDPOINTS[HEADLINE[0]]
+    paths = {HEADLINE[0]: headline_path} if args.smoke else ENDPOINTS
+    counted_contenders = [c for c in chosen if c.name in SMOKE_COUNTED] if args.smoke else chosen
+    jobs = [(contender, path) for path in paths.values() for contender in counted_contenders]
+    jobs += [(contender, headline_path) for contender in (*contenders.DEFAULT_OFF.values(), contenders.BAKED_PUBLIC)]
+    per_request = instructions.count_all(
         valgrind,
-        [contender for contender in chosen if contender.name in SMOKE_COUNTED] if args.smoke else chosen,
+        jobs,
         lambda contender: {**os.environ, **contender.env(dsn, POOL_SIZE)},
-        {HEADLINE[0]: ENDPOINTS[HEADLINE[0]]} if args.smoke else ENDPOINTS,
         HEADLINE[1],
         INSTRUCTION_REQUESTS_SMOKE if args.smoke else INSTRUCTION_REQUESTS,
         scratch,
     )
-    # Each default's instructions: the service as shipped against itself with that default off.
-    without = instructions.measure(
-        valgrind,
-        list(contenders.DEFAULT_OFF.values()),
-        lambda contender: {**os.environ, **contender.env(dsn, POOL_SIZE)},
-        {HEADLINE[0]: ENDPOINTS[HEADLINE[0]]},
+    counted = instructions.table(
+        counted_contenders,
+        paths,
+        per_request,
         HEADLINE[1],
         INSTRUCTION_REQUESTS_SMOKE if args.smoke else INSTRUCTION_REQUESTS,
-        scratch,
-    )["endpoints"][HEADLINE[0]]["per_request"]
-    shipped = counted["endpoints"][HEADLINE[0]]["per_request"][contenders.BAKED.name]
+    )
+    # Each default's instructions: the service as shipped against itself with that default off.
+    shipped = per_request[contenders.BAKED.name, headline_path]
     for name, contender in contenders.DEFAULT_OFF.items():
-        cost = shipped - without[contender.name]
+        cost = shipped - per_request[contender.name, headline_path]
         defaults_[name].update(instructions=cost, instruction_share=round(cost / shipped, 4))
     sign_in = signin.measure(
-        valgrind,
         {**os.environ, **contenders.BAKED.env(dsn, POOL_SIZE)},
-        ENDPOINTS[HEADLINE[0]],
+        headline_path,
         HEADLINE[1],
-        INSTRUCTION_REQUESTS_SMOKE if args.smoke else INSTRUCTION_REQUESTS,
-        scratch,
+        signed_in=shipped,
+        public=per_request[contenders.BAKED_PUBLIC.name, headline_path],
+        scratch=scratch,
     )
     print(
         f"sign-in check: {sign_in['check_instructions']:,} instructions a request "
