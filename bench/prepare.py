@@ -3,11 +3,13 @@
 Stdlib only: this runs before the venv exists.
 """
 
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -24,7 +26,23 @@ def venv_python() -> Path:
 
 
 def ensure_venv() -> Path:
-    """bench/.venv with requirements.txt installed; reinstalled only when that file changes."""
+    """bench/.venv with requirements.txt installed; reinstalled only when that file changes. A run that finds
+    another building it waits for that one (CI builds it beside the suite's own install)."""
+    WORK.mkdir(exist_ok=True)
+    with open(WORK / "venv.lock", "w") as lock:
+        deadline = time.monotonic() + 1800  # longer than a build may take: pip's own bounds below
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"bench: another run has been building {VENV} for 30 minutes") from None
+                time.sleep(1)
+        return _ensure_venv()
+
+
+def _ensure_venv() -> Path:
     stamp = VENV / ".requirements.sha256"
     wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
     if venv_python().exists() and stamp.exists() and stamp.read_text() == wanted:
@@ -89,3 +107,7 @@ def ensure_debian_command(name: str) -> str:
 
 def in_venv() -> bool:
     return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+if __name__ == "__main__":  # the venv alone, as .ci/run builds it ahead of the suite
+    print(f"bench: {ensure_venv()} ready", flush=True)
