@@ -5,6 +5,7 @@ the proxy and never one a client claims."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from conftest import FAST_HASHING, Baked, Service, free_port, needs
 from test_pgbouncer import migrate
 
@@ -232,3 +234,70 @@ def test_without_the_setting_no_one_is_believed_not_even_a_client_on_loopback(de
     assert statuses == [401, 401, 429], statuses
     assert {line["client"] for line in access_lines(app.output)} == {"127.0.0.1"}
     assert "203.0.113." not in app.output
+
+
+def check_seconds(config: str) -> float:
+    """The longest a replica whose /health turned 503 is still sent requests: a check just passed, then `fall`
+    failed ones, the first after `inter`, the next `fastinter` apart, each taking up to `timeout check`."""
+    server = re.search(r"^\s*default-server (.*)$", config, re.M)[1].split()
+    option = {server[n]: server[n + 1] for n in range(len(server) - 1)}
+    inter, fastinter = seconds(option["inter"]), seconds(option["fastinter"])
+    timeout = seconds(re.search(r"^\s*timeout check (\S+)$", config, re.M)[1])
+    return inter + (int(option["fall"]) - 1) * fastinter + timeout
+
+
+def seconds(value: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)(ms|s)", value).groups()
+    return int(number) / (1000 if unit == "ms" else 1)
+
+
+def test_the_shipped_config_is_valid_and_compose_runs_it_in_front_of_three_draining_replicas(default_project):
+    checked = subprocess.run([HAPROXY, "-c", "-f", str(default_project.path / CONFIG)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = (default_project.path / CONFIG).read_text()
+    services = yaml.safe_load((default_project.path / "docker-compose.yml").read_text())["services"]
+    proxy, app = services["proxy"], services["app-edge"]
+    assert proxy["profiles"] == app["profiles"] == ["edge"] and "edge" in services["pgbouncer"]["profiles"]
+    assert proxy["image"].startswith("haproxy:2.6")  # the branch the tests above ran
+    assert "./deploy/haproxy:/usr/local/etc/haproxy:ro" in proxy["volumes"]
+    bind = re.search(r'^\s*bind "\$\{EDGE_BIND-:(\d+)\}"$', config, re.M)[1]
+    assert proxy["ports"] == [f"127.0.0.1:{bind}:{bind}"]
+    # The replicas the proxy finds through Docker's DNS: as many slots as replicas.
+    template = re.search(r"^\s*server-template app 1-(\d+) app-edge:8000 ", config, re.M)
+    assert int(template[1]) == app["deploy"]["replicas"] == 3
+    # The replicas believe the proxy's fixed address and no other.
+    assert app["environment"]["FORWARDED_ALLOW_IPS"] == proxy["networks"]["edge"]["ipv4_address"]
+    assert "@pgbouncer:5432/" in app["environment"]["DATABASE_URL"]
+    assert str(app["environment"]["STATEMENT_CACHE_SIZE"]) == "0"
+    # The drain outlasts the proxy's marking a replica down; the grace period, the drain and the shutdown bound.
+    drain = float(app["environment"]["DRAIN_SECONDS"])
+    assert drain > check_seconds(config), (drain, check_seconds(config))
+    assert float(app["stop_grace_period"].rstrip("s")) >= drain + float(services["app"]["stop_grace_period"][:-1])
+
+
+def test_the_ingress_mirrors_the_shipped_config_and_the_rollout_never_drops_below_the_ready_pods(bake):
+    from test_kubernetes import render  # kubectl kustomize of the base, as its tests do
+
+    rendered = render(bake())
+    config = (rendered.project.path / CONFIG).read_text()
+    ingress = rendered.get("Ingress", "web")
+    notes = ingress["metadata"]["annotations"]
+    assert ingress["spec"]["ingressClassName"] == "haproxy"
+    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert path["backend"]["service"]["name"] == rendered.get("Service", "web")["metadata"]["name"]
+    assert notes["haproxy.org/check-http"] == "/health" and notes["haproxy.org/check"] == "true"
+    snippet = notes["haproxy.org/backend-config-snippet"].splitlines()
+    for line in ("retries 1", "retry-on conn-failure empty-response", "option redispatch"):
+        assert line in snippet and re.search(rf"^\s*{line}$", config, re.M), line
+    assert "http-request disable-l7-retry unless METH_GET || METH_OPTIONS" in snippet
+    assert "http-request del-header X-Forwarded-For" in snippet
+    # The pod's preStop sleep outlasts the proxy's marking it down, as DRAIN_SECONDS does in compose.
+    interval = seconds(notes["haproxy.org/check-interval"])
+    fall = int(re.search(r"\bfall (\d+)", notes["haproxy.org/backend-config-snippet"])[1])
+    fastinter = seconds(re.search(r"\bfastinter (\S+)", notes["haproxy.org/backend-config-snippet"])[1])
+    marked_down = interval + (fall - 1) * fastinter + seconds(notes["haproxy.org/timeout-check"])
+    web = rendered.container("Deployment", "web")
+    assert web["lifecycle"]["preStop"]["sleep"]["seconds"] > marked_down
+    # A new pod is ready before an old one goes.
+    assert rendered.get("Deployment", "web")["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert rendered.env(web)["FORWARDED_ALLOW_IPS"]  # the controller's pods believed, or every client is one
