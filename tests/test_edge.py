@@ -28,6 +28,7 @@ CONFIG = Path("deploy", "haproxy", "haproxy.cfg")
 PROTOCOL = ("--http", "heaven_plugins.server:HTTPProtocol")
 CLAIMED = "203.0.113.9"  # an address a client claims in X-Forwarded-For
 CLIENT = "127.0.0.2"  # the address the tests' clients connect from: loopback, but not the proxy's 127.0.0.1
+BOUNDS = {"HTTP_HEADER_TIMEOUT": "1", "HTTP_BODY_TIMEOUT": "1"}  # seconds, for the proxy in front (`front`)
 
 
 def edge_config(project: Baked, servers: dict[str, int]) -> str:
@@ -141,10 +142,11 @@ def migrated(default_project, new_database) -> str:
 @pytest.fixture(scope="module")
 def front(default_project, migrated, tmp_path_factory) -> Iterator[tuple[Service, Edge]]:
     """One replica, served as the image serves it and believing the proxy's address, behind the shipped config;
-    the header bound (HTTP_HEADER_TIMEOUT, 10 s shipped) set to 1 s to keep the slow-header test short."""
+    the header and body bounds (HTTP_HEADER_TIMEOUT and HTTP_BODY_TIMEOUT, 10 and 15 s shipped) set to 1 s to keep
+    the slow-client tests short."""
     app = Service(default_project, migrated, PROTOCOL, FORWARDED_ALLOW_IPS="127.0.0.1").start()
     try:
-        proxy = Edge(default_project, {"app1": app.port}, tmp_path_factory.mktemp("edge"), HTTP_HEADER_TIMEOUT="1")
+        proxy = Edge(default_project, {"app1": app.port}, tmp_path_factory.mktemp("edge"), **BOUNDS)
         try:
             proxy.wait_for({"app1": "UP"})
             yield app, proxy
@@ -172,7 +174,7 @@ def test_an_oversized_header_is_refused_at_the_edge_and_never_reaches_the_app(fr
         big = {"X-Big": "a" * 20_000, "X-Request-ID": "oversized-1"}
         refused = http.get(f"{proxy.url}/health/live", headers=big)
         fits = http.get(f"{proxy.url}/health/live", headers={"X-Big": "a" * 10_000, "X-Request-ID": "fits-1"})
-    assert refused.status_code in {400, 431}, refused.text
+    assert refused.status_code == 400, refused.text
     assert fits.status_code == 200, fits.text
     assert logged(app, "fits-1")["status"] == 200
     assert "oversized-1" not in app.output  # sent first, answered by the proxy alone
@@ -198,6 +200,22 @@ def test_a_slow_header_is_cut_off_within_the_configured_bound(front):
     assert 0.9 <= closed_after <= 1.6, closed_after
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert "slow-1" not in app.output
+
+
+def test_a_stalled_body_is_cut_off_and_an_oversized_one_refused_before_it_is_read(front):
+    app, proxy = front
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5, source_address=(CLIENT, 0)) as sock:
+        started = time.monotonic()
+        head = b"POST /users HTTP/1.1\r\nHost: edge\r\nX-Request-ID: stalled-1\r\nContent-Length: 100\r\n\r\n{"
+        sock.sendall(head)
+        answer = sock.recv(65536)
+        took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert 0.9 <= took <= 1.6, took
+    with from_client() as http:
+        big = http.post(f"{proxy.url}/users", content=b"x" * 2_000_000, headers={"X-Request-ID": "big-1"})
+    assert big.status_code == 413, big.text  # MAX_BODY_BYTES, 1 MiB
+    assert "stalled-1" not in app.output and "big-1" not in app.output
 
 
 def test_the_app_sees_the_address_the_proxy_saw_and_never_the_one_a_client_claims(front):
