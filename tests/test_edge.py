@@ -195,7 +195,7 @@ def test_a_slow_header_is_cut_off_within_the_configured_bound(front):
                 if not chunk:
                     closed_after = time.monotonic() - started
     assert closed_after is not None, "the slow client was never cut off"
-    assert 0.9 <= closed_after <= 1.6, closed_after
+    assert 0.9 <= closed_after <= 2.0, closed_after  # the 1 s bound, and room for a busy machine to see it
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert "slow-1" not in app.output
 
@@ -209,7 +209,7 @@ def test_a_stalled_body_is_cut_off_and_an_oversized_one_refused_before_it_is_rea
         answer = sock.recv(65536)
         took = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-    assert 0.9 <= took <= 1.6, took
+    assert 0.9 <= took <= 2.0, took
     with from_client() as http:
         big = http.post(f"{proxy.url}/users", content=b"x" * 2_000_000, headers={"X-Request-ID": "big-1"})
     assert big.status_code == 413, big.text  # MAX_BODY_BYTES, 1 MiB
