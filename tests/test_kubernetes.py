@@ -133,6 +133,7 @@ def test_kustomize_renders_each_part(rendered):
         {
             ("Deployment", "web"): 1,
             ("Service", "web"): 1,
+            ("Ingress", "web"): 1,
             ("HorizontalPodAutoscaler", "web"): 1,
             ("PodDisruptionBudget", "web"): 1,
             ("Job", "migrate"): 1,

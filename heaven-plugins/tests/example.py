@@ -52,6 +52,7 @@ class Settings(Struct, frozen=True, kw_only=True):
     sign_in_address_limit: int = 50
     sign_in_window: Seconds = 900.0
     cors_origins: str = ""
+    drain_seconds: float = 0.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -89,7 +90,7 @@ def create_app(settings: Settings) -> App:
     app.plugin(CORS(parse_origins(settings.cors_origins)))
     if settings.metrics:
         app.plugin(metrics)
-    app.plugin(health)
+    app.plugin(health.Health(drain=settings.drain_seconds))
     app.GET("/users", list_users)
     app.POST("/users", create_user)
     app.GET("/users/me", get_account)

@@ -2,6 +2,7 @@
 second; /health/live answers without the database."""
 
 import asyncio
+import signal
 import time
 
 import httpx
@@ -76,3 +77,39 @@ async def test_health_says_degraded_on_a_read_only_database_whose_writes_get_503
         assert (await http.get("/users")).status_code == 200
         health = await http.get("/health")
         assert health.status_code == 200 and health.json() == {"status": "degraded", "database": "read_only"}
+
+
+def test_sigterm_drains_readiness_first_then_stops(migrated, spawn):
+    # Served as the image serves it, in a process of its own: SIGTERM reaches the server as it would in a container.
+    process = spawn(migrated, drain_seconds=1.5)
+    with httpx.Client(base_url=process.url, timeout=5) as http:
+        assert http.get("/health").json() == {"status": "ok", "database": "ok"}
+        signalled = time.monotonic()
+        process.process.terminate()
+        # Readiness turns 503 at once, while the process goes on serving every other route...
+        deadline = signalled + 1
+        while (health := http.get("/health")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert health.status_code == 503 and health.json()["status"] == "draining", health.text
+        assert health.headers["retry-after"]
+        assert http.get("/health/live").status_code == 200
+        assert time.monotonic() - signalled < 1.0
+        # ...until the drain is over: then the listener closes and the process ends.
+        refused_at = None
+        while refused_at is None and time.monotonic() - signalled < 10:
+            try:
+                httpx.get(f"{process.url}/health/live", timeout=1)
+            except httpx.ConnectError:
+                refused_at = time.monotonic() - signalled
+            time.sleep(0.02)
+    assert refused_at is not None and 1.5 <= refused_at < 3.0, refused_at
+    assert process.process.wait(timeout=10) == -signal.SIGTERM  # uvicorn raises it again once stopped
+    assert '"message": "draining"' in process.output() or '"message":"draining"' in process.output()
+
+
+def test_without_a_drain_sigterm_closes_the_listener_at_once(migrated, spawn):
+    process = spawn(migrated)
+    signalled = time.monotonic()
+    process.process.terminate()
+    assert process.process.wait(timeout=10) == -signal.SIGTERM  # uvicorn raises it again once stopped
+    assert time.monotonic() - signalled < 1.5

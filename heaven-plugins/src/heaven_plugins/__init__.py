@@ -11,11 +11,11 @@ migrate.py     migrations: .sql files from the project and its plugins, applied 
 signin/        the sign-in plugin: tokens, passwords, the guard, admin, its migrations
 logs/          logs on stderr written off the request path: JSON or console lines, request ids, access lines
 metrics.py     /metrics in Prometheus' text format
-health.py      /health and /health/live
+health.py      /health and /health/live, and a drain: /health 503 for a while after SIGTERM (Health)
 cors.py        CORS: which other sites' pages may call the API, preflights answered
 docs.py        the OpenAPI document of the routes, and the Docs plugin serving it at /docs
 docs_page.py   the /docs page: Heaven's reference page for that document
-server.py      the HTTP edge under uvicorn: limits on headers, bodies, time and connections
+server.py      the HTTP edge under uvicorn: limits on headers, bodies, time and connections; the proxies believed
 config.py      settings from the environment, .dev.env and .env into a Struct
 dev.py         the dev server: a Postgres of its own, migrations applied, reload
 """

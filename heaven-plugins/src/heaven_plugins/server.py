@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import msgspec
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .config import Seconds, from_env
@@ -65,6 +66,8 @@ class HTTPProtocol(HttpToolsProtocol):
       and in HTTP_MAX_HEADER_BYTES; the body within HTTP_BODY_TIMEOUT after them. Else 408 or 431 and
       the connection is closed; a body cut off reaches the app as a disconnect.
     - A connection past HTTP_MAX_CONNECTIONS is answered 503 and closed at once.
+    - `X-Forwarded-For` and `X-Forwarded-Proto` are believed from FORWARDED_ALLOW_IPS alone (empty: from
+      no one), whatever uvicorn was told (`believe_only`).
     Each refusal is logged with the client's address; refused connections as a count, once a second at most.
     """
 
@@ -74,14 +77,18 @@ class HTTPProtocol(HttpToolsProtocol):
     limits: ClassVar[Limits]  # below, from the environment
     _refused: ClassVar[int] = 0  # connections refused since the last line saying so
     _refused_logged: ClassVar[float] = 0.0
+    _believing: ClassVar[object] = None  # the uvicorn.Config whose proxy trust was set (believe_only)
 
     @classmethod
     def with_limits(cls, limits: Limits) -> type["HTTPProtocol"]:
         """This protocol under other limits (for `uvicorn.Config(http=...)`)."""
         return type(cls.__name__, (cls,), {"limits": limits})
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, config, *args: Any, **kwargs: Any) -> None:
+        if config is not HTTPProtocol._believing:  # once a server: a connection pays one comparison
+            believe_only(config, self.limits.forwarded_allow_ips)
+            HTTPProtocol._believing = config
+        super().__init__(config, *args, **kwargs)
         self.timeout_keep_alive = self.limits.http_keep_alive_timeout
         # The timer of the part being read, and which: (handle, the request's scope, "headers" or "body").
         self._deadline: tuple[asyncio.TimerHandle, dict, str] | None = None
@@ -176,6 +183,22 @@ class HTTPProtocol(HttpToolsProtocol):
 
     def _host(self) -> str | None:
         return self.client[0] if self.client else None
+
+
+def believe_only(config, allowed: str) -> None:
+    """Have the server of uvicorn `config` believe forwarded headers from the proxies `allowed` names (uvicorn's
+    FORWARDED_ALLOW_IPS syntax), and from no one when it is empty.
+
+    The `uvicorn` command's own default believes 127.0.0.1 whenever FORWARDED_ALLOW_IPS is unset (and it reads the
+    environment only, not .env): any program on the host, a proxy's neighbour included, could then choose the
+    address it is logged and throttled by. So the setting the protocol was given wins, for websockets too (their
+    protocol takes the app from the same config)."""
+    app = config.loaded_app
+    if isinstance(app, ProxyHeadersMiddleware):
+        app = app.app
+    config.forwarded_allow_ips = allowed
+    # Nobody believed: no layer at all, rather than one that looks at every request's client for nothing.
+    config.loaded_app = ProxyHeadersMiddleware(app, trusted_hosts=allowed) if allowed.strip() else app
 
 
 def fit_file_limit(limits: Limits) -> None:

@@ -4,10 +4,11 @@
 import gc
 from pathlib import Path
 
-from heaven_plugins import health, logs, metrics
+from heaven_plugins import logs, metrics
 from heaven_plugins.app import App
 from heaven_plugins.cors import CORS, parse_origins
 from heaven_plugins.docs import Docs, read_project
+from heaven_plugins.health import Health
 from heaven_plugins.postgres import Postgres
 from heaven_plugins.signin import Auth, Passwords, Throttle
 
@@ -60,7 +61,7 @@ def create_app(settings: Settings) -> App:
     app.plugin(CORS(parse_origins(settings.cors_origins)))
     if settings.metrics:
         app.plugin(metrics)
-    app.plugin(health)
+    app.plugin(Health(drain=settings.drain_seconds))
     app.plugin(users)
     app.plugin(Docs(PROJECT))
     return app

@@ -23,7 +23,8 @@ def admin(handler):
 
 
 def client_address(req) -> str:
-    """The client's IP address as the server saw it (behind a proxy, see uvicorn's --proxy-headers)."""
+    """The client's IP address: the connection's, or the one a proxy named in FORWARDED_ALLOW_IPS forwarded
+    (`X-Forwarded-For`, applied by heaven_plugins.server before the app sees the request)."""
     try:
         return req.ip.address
     except TypeError:  # the server did not say (a unix socket)
