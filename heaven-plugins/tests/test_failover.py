@@ -1,0 +1,209 @@
+"""Failover without a redeploy: a real primary and streaming standby, the service given both hosts
+(target_session_attrs=read-write), a signed-in load, the primary stopped or killed, the standby promoted."""
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from conftest import ADMIN, PASSWORD, make_admin
+from example import MIGRATIONS
+from heaven_plugins.migrate import migrate
+from heaven_plugins.postgres import describe
+from replication import Node, Template
+
+PEERS = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = $1"
+
+
+@pytest.fixture(scope="module")
+def template() -> Iterator[Template]:
+    """A primary's data directory with the example's database, `app`, migrated: each pair is a copy of it."""
+    template = Template()
+    template.prepare(lambda url: asyncio.run(_migrate(url("postgres"), url("app"))))
+    yield template
+    template.remove()
+
+
+async def _migrate(server: str, database: str) -> None:
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute("CREATE DATABASE app")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(database)
+    try:
+        await migrate(conn, MIGRATIONS)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pair(template) -> AsyncIterator[Callable]:
+    """`await pair(synchronous=True, standby="")`: a new primary, and its streaming standby (`standby`: lines for its
+    settings); synchronous, a commit is acknowledged once the standby has it on disk."""
+    nodes: list[Node] = []
+
+    async def make(synchronous: bool = True, standby: str = "") -> tuple[Node, Node]:
+        primary = await asyncio.to_thread(template.primary)
+        nodes.append(primary)
+        replica = await asyncio.to_thread(template.standby, primary, standby)
+        nodes.append(replica)
+        conn = await asyncpg.connect(primary.url("app"))
+        try:
+            if synchronous:  # only now: with no standby yet, every commit would wait for one
+                await conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+                await conn.execute("SELECT pg_reload_conf()")
+            await eventually(lambda: conn.fetchval(PEERS, "sync" if synchronous else "async"))
+        finally:
+            await conn.close()
+        return primary, replica
+
+    yield make
+    for node in nodes:
+        node.stop("immediate")
+
+
+async def eventually(condition: Callable, within: float = 10.0) -> None:
+    """Until `condition()` (a value, or a coroutine's) is true, every 20 ms; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not await _value(condition()):
+        assert time.monotonic() < deadline, f"not within {within} s"
+        await asyncio.sleep(0.02)
+
+
+def both(primary: Node, standby: Node) -> str:
+    """libpq's multi-host DSN of the pair: whichever accepts writes."""
+    where = f"127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
+    return primary.url("app").replace(f"127.0.0.1:{primary.port}", where) + "?target_session_attrs=read-write"
+
+
+class Load:
+    """Sign-ups (writes) and an admin's reads of /users, a few at a time, until stopped: every answer noted."""
+
+    def __init__(self, http: httpx.AsyncClient, authorization: str) -> None:
+        self.http, self.authorization = http, authorization
+        self.answers: list[tuple[float, float, str, httpx.Response]] = []  # sent, answered, what, response
+        self.acknowledged: list[str] = []
+        self.running = True
+        self._sent = 0
+
+    async def writer(self) -> None:
+        while self.running:
+            self._sent += 1
+            email = f"user{self._sent}@example.com"
+            body = {"email": email, "name": "U", "password": PASSWORD}
+            response = await self._note("write", self.http.post("/users", json=body))
+            if response.status_code == 201:
+                self.acknowledged.append(email)
+
+    async def reader(self) -> None:
+        while self.running:
+            await self._note("read", self.http.get("/users?limit=5", headers={"Authorization": self.authorization}))
+
+    async def _note(self, what: str, request) -> httpx.Response:
+        sent = time.monotonic()
+        response = await request
+        self.answers.append((sent, time.monotonic(), what, response))
+        if response.status_code == 503:
+            await asyncio.sleep(0.02)  # as a client told Retry-After would, at least a little
+        return response
+
+
+def written_since(load: Load, since: float) -> list[float]:
+    """When each write sent after `since` that succeeded was answered."""
+    return [
+        answered
+        for sent, answered, what, response in load.answers
+        if what == "write" and sent > since and response.status_code == 201
+    ]
+
+
+def postgres_warnings(lines: list[dict]) -> list[str]:
+    return [
+        line["message"]
+        for line in lines
+        if line["level"] == "WARNING" and line["logger"].startswith("heaven_plugins.postgres")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stop", "synchronous"),
+    [("fast", True), ("kill", True), ("kill", False)],
+    ids=["fast-sync", "kill9-sync", "kill9-async"],
+)
+async def test_after_a_failover_writes_come_back_within_5_s_of_the_promotion(pair, serve, log_lines, stop, synchronous):
+    t0 = time.monotonic()
+    primary, standby = await pair(synchronous)
+    say(f"pair {time.monotonic() - t0:.2f}")
+    dsn = both(primary, standby)
+    conn = await asyncpg.connect(primary.url("app"))
+    try:
+        await make_admin(conn)
+    finally:
+        await conn.close()
+    url = await serve(dsn, pool_max_size=4, connect_timeout=2.0, query_timeout=3.0, acquire_timeout=2.0)
+    log_lines()
+    async with httpx.AsyncClient(base_url=url, timeout=15) as http:
+        token = (await http.post("/auth/token", json={"email": ADMIN, "password": PASSWORD})).json()["access_token"]
+        load = Load(http, f"Bearer {token}")
+        workers = [asyncio.create_task(load.writer()) for _ in range(3)] + [asyncio.create_task(load.reader())]
+        await eventually(lambda: len(load.acknowledged) >= 20)
+        stopped = time.monotonic()
+        say(f"load up {stopped - t0:.2f}")
+        await asyncio.to_thread(
+            primary.kill if stop == "kill" else primary.stop, *(() if stop == "kill" else ("fast",))
+        )
+        await eventually(lambda: any(a[3].status_code == 503 for a in load.answers if a[0] > stopped))
+        await asyncio.sleep(0.5)  # an outage with no primary at all, as while a failover is decided
+        await asyncio.to_thread(standby.promote)
+        promoted = time.monotonic()
+        say(f"promoted {promoted - t0:.2f}")
+        await eventually(
+            lambda: any(a[2] == "write" and a[3].status_code == 201 and a[0] > promoted for a in load.answers)
+        )
+        back = min(a[1] for a in load.answers if a[2] == "write" and a[3].status_code == 201 and a[0] > promoted)
+        await asyncio.sleep(0.3)  # a little load on the new primary
+        load.running = False
+        await asyncio.gather(*workers)
+        health = (await http.get("/health")).json()
+    say(f"load done {time.monotonic() - t0:.2f}")
+    assert back - promoted < 5.0, f"writes back {back - promoted:.1f} s after the promotion"
+    statuses = {a[3].status_code for a in load.answers}
+    assert statuses <= {200, 201, 503}, statuses
+    for _, _, _, response in load.answers:
+        if response.status_code == 503:
+            assert response.json()["error"] == "database_unavailable", response.text
+            assert response.headers["Retry-After"] == "2"
+    conn = await asyncpg.connect(standby.url("app"))
+    try:
+        present = {row[0] for row in await conn.fetch("SELECT email FROM users")}
+    finally:
+        await conn.close()
+    lost = [email for email in load.acknowledged if email not in present]
+    refused = sum(1 for a in load.answers if a[3].status_code == 503)
+    say(
+        f"\n{stop} {'sync' if synchronous else 'async'}: writes back {back - promoted:.2f} s after the promotion, "
+        f"{back - stopped:.2f} s after the stop; {len(load.acknowledged)} writes acknowledged, {len(lost)} lost; "
+        f"{refused} answers 503"
+    )
+    if synchronous:
+        assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:5]}"
+    assert health["primary"] == f"127.0.0.1:{standby.port}"
+    warnings = postgres_warnings(log_lines())
+    assert len(warnings) == 2, warnings
+    assert "is unreachable" in warnings[0]
+    assert "answers again" in warnings[1] and f"the primary is now 127.0.0.1:{standby.port}" in warnings[1]
+    assert describe(dsn) in warnings[0]
+
+
+def say(*words) -> None:
+    """A measurement, to the terminal past pytest's capture (which log_lines reads)."""
+    print(*words, file=sys.__stderr__)
+
+
+async def _value(value):
+    return (await value) if asyncio.iscoroutine(value) else value
