@@ -4,67 +4,15 @@
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 
 import asyncpg
 import httpx
 import pytest
 
 from conftest import ADMIN, PASSWORD, make_admin
-from example import MIGRATIONS
-from heaven_plugins.migrate import migrate
 from heaven_plugins.postgres import describe
-from replication import Node, Template
-
-PEERS = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = $1"
-
-
-@pytest.fixture(scope="module")
-def template() -> Iterator[Template]:
-    """A primary's data directory with the example's database, `app`, migrated: each pair is a copy of it."""
-    template = Template()
-    template.prepare(lambda url: asyncio.run(_migrate(url("postgres"), url("app"))))
-    yield template
-    template.remove()
-
-
-async def _migrate(server: str, database: str) -> None:
-    conn = await asyncpg.connect(server)
-    try:
-        await conn.execute("CREATE DATABASE app")
-    finally:
-        await conn.close()
-    conn = await asyncpg.connect(database)
-    try:
-        await migrate(conn, MIGRATIONS)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def pair(template) -> AsyncIterator[Callable]:
-    """`await pair(synchronous=True, standby="")`: a new primary, and its streaming standby (`standby`: lines for its
-    settings); synchronous, a commit is acknowledged once the standby has it on disk."""
-    nodes: list[Node] = []
-
-    async def make(synchronous: bool = True, standby: str = "") -> tuple[Node, Node]:
-        primary = await asyncio.to_thread(template.primary)
-        nodes.append(primary)
-        replica = await asyncio.to_thread(template.standby, primary, standby)
-        nodes.append(replica)
-        conn = await asyncpg.connect(primary.url("app"))
-        try:
-            if synchronous:  # only now: with no standby yet, every commit would wait for one
-                await conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
-                await conn.execute("SELECT pg_reload_conf()")
-            await eventually(lambda: conn.fetchval(PEERS, "sync" if synchronous else "async"))
-        finally:
-            await conn.close()
-        return primary, replica
-
-    yield make
-    for node in nodes:
-        node.stop("immediate")
+from replication import Node
 
 
 async def eventually(condition: Callable, within: float = 10.0) -> None:

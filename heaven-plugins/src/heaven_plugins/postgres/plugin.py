@@ -194,8 +194,9 @@ class Postgres(Querying):
             self.pool = await asyncpg.create_pool(self.dsn, **self._pool_options)
         except Exception as exc:
             raise RuntimeError(f"cannot connect to Postgres at {describe(self.dsn)}: {explain(exc)}") from None
-        async with self.pool.acquire() as conn:
-            self._watch.reached(conn)  # the primary's address, against which a failover is told
+        if self._pool_options["min_size"]:  # the pool has connected: the primary's address, for failovers
+            async with self.pool.acquire() as conn:
+                self._watch.reached(conn)
         self._lender.open(self.pool, loop)
         self._outages.loop = loop
         self._stuck_resets.start()
