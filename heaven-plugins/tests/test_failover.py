@@ -2,6 +2,7 @@
 (target_session_attrs=read-write), a signed-in load, the primary stopped or killed, the standby promoted."""
 
 import asyncio
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -155,3 +156,22 @@ def say(*words) -> None:
 
 async def _value(value):
     return (await value) if asyncio.iscoroutine(value) else value
+
+
+async def test_a_host_gone_silent_first_in_the_list_does_not_keep_the_service_from_the_primary(pair, serve):
+    primary, _ = await pair(synchronous=False)
+    # A host that takes connections and never answers, as one switched off or behind a firewall that drops
+    # packets: asyncpg alone spends its whole connect timeout on it and never tries the next host.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        hosts = f"127.0.0.1:{silent.getsockname()[1]},127.0.0.1:{primary.port}"
+        dsn = primary.url("app").replace(f"127.0.0.1:{primary.port}", hosts) + "?target_session_attrs=read-write"
+        started = time.monotonic()
+        url = await serve(dsn, connect_timeout=2.0, pool_min_size=2)
+        took = time.monotonic() - started
+        async with httpx.AsyncClient(base_url=url) as http:
+            health = await http.get("/health")
+    assert health.status_code == 200 and health.json()["primary"] == f"127.0.0.1:{primary.port}", health.text
+    # One share of the timeout (1 s of 2) spent on the silent host, once: the next connection went to the primary.
+    assert took < 2.0, took

@@ -14,6 +14,7 @@ from heaven.context import Key
 from . import answers
 from .connection import Connection, changes_session
 from .errors import ADRIFT, UNAVAILABLE, DatabaseUnavailable, describe, explain
+from .hosts import Hosts, one_host_each
 from .keepalive import keep_alive
 from .outage import Outages
 from .pool import Lender, StuckResets
@@ -91,13 +92,16 @@ class Postgres(Querying):
         self._acquire, self._release, self._drop = lender.acquire, lender.release, lender.drop
         self._stuck_resets = StuckResets(lender)
         self._outages = Outages(describe(dsn), max_size, acquire_timeout, self._extra)
-        self._watch = Watch(dsn, connect_timeout, tcp_user_timeout, self._outages, lender.strays)
+        # Several hosts: each gets its share of connect_timeout (Hosts), the pool's connections and the probe's.
+        connect = Hosts(dsn).connect if len(one_host_each(dsn)) > 1 else asyncpg.connect
+        self._watch = Watch(dsn, connect_timeout, tcp_user_timeout, self._outages, lender.strays, connect)
         self._outages.on_trouble = self._watch.watch
         self.max_replica_lag = max_replica_lag
         # Read replicas, for the reads a handler lets them serve (replica()); none by default.
-        self._replicas = (
-            Replicas(list(replicas), max_replica_lag, self._pool_options, self, CLOSE_TIMEOUT) if replicas else None
-        )
+        options = dict(self._pool_options)
+        self._replicas = Replicas(list(replicas), max_replica_lag, options, self, CLOSE_TIMEOUT) if replicas else None
+        if connect is not asyncpg.connect:
+            self._pool_options["connect"] = connect
 
     def replica(self, req) -> Querying:
         """The query methods for reads that a replica may serve, for request `req`:

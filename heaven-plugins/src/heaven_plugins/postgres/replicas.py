@@ -136,6 +136,8 @@ class Replicas:
                 return await self._on(replica, method, query, args, options)
             except UNAVAILABLE as exc:
                 self._down(replica, exc)
+            except asyncpg.TransactionRollbackError:
+                pass  # "canceling statement due to conflict with recovery": a replica's hazard, not the read's
         self.primary_reads += 1
         return await self._plugin._run(method, query, args, **options)
 

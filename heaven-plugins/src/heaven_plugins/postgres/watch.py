@@ -3,6 +3,7 @@ anything is wrong, one every WATCH_INTERVAL until it ends."""
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -28,9 +29,16 @@ class Watch:
     of the connections dropped since the last (`strays`, filled by the Lender)."""
 
     def __init__(
-        self, dsn: str, connect_timeout: float, tcp_user_timeout: float | None, outages: Outages, strays: list[int]
+        self,
+        dsn: str,
+        connect_timeout: float,
+        tcp_user_timeout: float | None,
+        outages: Outages,
+        strays: list[int],
+        connect: Callable[..., Awaitable[asyncpg.Connection]] = asyncpg.connect,
     ) -> None:
         self._dsn = dsn
+        self._connect = connect  # asyncpg's, or Hosts.connect for several hosts
         self._connect_timeout = connect_timeout
         self._tcp_user_timeout = tcp_user_timeout
         self._outages = outages
@@ -117,7 +125,7 @@ class Watch:
 
     async def _ask(self) -> str:
         if self._prober is None or self._prober.is_closed():
-            prober = await asyncpg.connect(self._dsn, timeout=self._connect_timeout, statement_cache_size=0)
+            prober = await self._connect(self._dsn, timeout=self._connect_timeout, statement_cache_size=0)
             keep_alive(prober, self._tcp_user_timeout)
             self._prober = prober
             self.reached(prober)
