@@ -52,6 +52,9 @@ class Postgres(Querying):
     write the server refuses as read-only: the app answers both with a 503 and Retry-After, and a
     unique violation (asyncpg.UniqueViolationError) with a 409 naming the field (answers.py).
 
+    `dsn` may name several hosts (libpq's `h1,h2` with target_session_attrs=read-write): the primary is
+    found among them, again after a failover. `replicas` take the reads a handler lets them (`replica(req)`).
+
     For health checks and metrics: `available` is False from the first sign of an outage until the
     database answers again, `outages` counts the outages begun, `waiting` the requests waiting for a
     connection, `busy` says the pool is exhausted; `check()` asks the database over a connection of
