@@ -12,13 +12,14 @@ from conftest import ADMIN, PASSWORD, eventually, make_admin
 from heaven_plugins.postgres import describe
 from heaven_plugins.postgres.replicas import wal_position
 
-# The standby replays each commit this long after the primary made it: a replica visibly behind.
-DELAY = "recovery_min_apply_delay = '1s'\n"
+# The standby replays each commit this long after the primary made it: a replica visibly behind, even to a
+# client on a machine so busy that a write and the reads after it take a second or two.
+DELAY = "recovery_min_apply_delay = '2s'\n"
 
 
 @pytest.fixture
 async def lagging(pair):
-    """A primary with an admin, and a standby replaying a second late: (primary url, standby url, standby node)."""
+    """A primary with an admin, and a standby replaying DELAY late: (primary url, standby url, standby node)."""
     primary, standby = await pair(synchronous=False, standby=DELAY)
     conn = await asyncpg.connect(primary.url("app"))
     try:
@@ -47,6 +48,12 @@ async def test_reads_go_to_a_lagging_replica_and_each_client_reads_its_own_write
     writer, stranger = await admin_client(url), await admin_client(url)
     stranger.cookies.clear()  # signed in, but without the writer's cookie: it has written nothing
     try:
+
+        async def replica_ok() -> bool:
+            # Until the standby replays a first transaction its lag is unknown, and it takes no reads.
+            return (await writer.get("/health")).json()["replicas"][0]["status"] == "ok"
+
+        await eventually(replica_ok, within=8)
         unseen = 0
         for i in range(15):
             body = {"email": f"u{i}@example.com", "name": "U", "password": PASSWORD}
@@ -58,12 +65,12 @@ async def test_reads_go_to_a_lagging_replica_and_each_client_reads_its_own_write
             mine = await writer.get(f"/users/{user}")
             assert mine.status_code == 200, mine.text
             assert any(u["id"] == user for u in (await writer.get("/users?limit=100")).json())
-            # At once, by another client: the replica, a second behind, has not replayed it.
+            # At once, by another client: the replica, seconds behind, has not replayed it.
             theirs = await stranger.get(f"/users/{user}")
             assert theirs.status_code in (200, 404)
             unseen += theirs.status_code == 404
-        # Every other client's read went to the replica, and found it behind (else this test proves nothing).
-        assert unseen >= 10, unseen
+        # The other client's reads went to the replica and found it behind (else this test proves nothing).
+        assert unseen >= 5, unseen
         health = (await writer.get("/health")).json()
         scraped = (await writer.get("/metrics")).text
     finally:
@@ -85,7 +92,7 @@ async def test_reads_go_to_the_primary_while_the_replica_lags_beyond_the_bound_o
     stranger.cookies.clear()
     log_lines()
     try:
-        # A write a second, the replica a second behind: it lags past 0.3 s, and the primary answers everyone.
+        # Each write leaves the replica DELAY behind: it lags past 0.3 s, and the primary answers everyone.
         for i in range(3):
             user = (
                 await writer.post("/users", json={"email": f"l{i}@example.com", "name": "L", "password": PASSWORD})
