@@ -26,6 +26,7 @@ from heaven_plugins.migrate import migrate
 from heaven_plugins.postgres import Postgres
 from heaven_plugins.server import Limits, options
 from heaven_plugins.signin.passwords import Passwords
+from replication import Node, Template
 
 SECRET = secrets.token_urlsafe(32)
 # The tests hash hundreds of passwords: at argon2's real cost (test_passwords.py) that would take minutes.
@@ -360,3 +361,55 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# A real primary and streaming standby (replication.py), for the failover and read-replica tests.
+PEERS = "SELECT count(*) > 0 FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = $1"
+
+
+@pytest.fixture(scope="session")
+def template() -> Iterator[Template]:
+    """A primary's data directory with the example's database, `app`, migrated: each pair is a copy of it."""
+    template = Template()
+    template.prepare(lambda url: asyncio.run(_migrate(url("postgres"), url("app"))))
+    yield template
+    template.remove()
+
+
+async def _migrate(server: str, database: str) -> None:
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute("CREATE DATABASE app")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(database)
+    try:
+        await migrate(conn, MIGRATIONS)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pair(template) -> AsyncIterator[Callable]:
+    """`await pair(synchronous=True, standby="")`: a new primary, and its streaming standby (`standby`: lines for its
+    settings); synchronous, a commit is acknowledged once the standby has it on disk."""
+    nodes: list[Node] = []
+
+    async def make(synchronous: bool = True, standby: str = "") -> tuple[Node, Node]:
+        primary = await asyncio.to_thread(template.primary)
+        nodes.append(primary)
+        replica = await asyncio.to_thread(template.standby, primary, standby)
+        nodes.append(replica)
+        conn = await asyncpg.connect(primary.url("app"))
+        try:
+            if synchronous:  # only now: with no standby yet, every commit would wait for one
+                await conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+                await conn.execute("SELECT pg_reload_conf()")
+            await eventually(lambda: conn.fetchval(PEERS, "sync" if synchronous else "async"), within=10)
+        finally:
+            await conn.close()
+        return primary, replica
+
+    yield make
+    for node in nodes:
+        node.stop("immediate")

@@ -36,6 +36,8 @@ class Settings(Struct, frozen=True, kw_only=True):
     query_timeout: Seconds = 10.0
     tcp_user_timeout: Seconds = 10.0
     statement_cache_size: Size = 100
+    database_replica_urls: str = ""  # read replicas, separated by spaces
+    max_replica_lag: Seconds = 5.0
     max_body_bytes: int = 1_048_576
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
@@ -74,6 +76,8 @@ def create_app(settings: Settings) -> App:
             query_timeout=settings.query_timeout,
             statement_cache_size=settings.statement_cache_size,
             tcp_user_timeout=settings.tcp_user_timeout,
+            replicas=settings.database_replica_urls.split(),
+            max_replica_lag=settings.max_replica_lag,
             name=DB.name,
         )
     )
@@ -135,14 +139,15 @@ async def list_users(req, res, ctx):
     """Users in id order, a page at a time."""
     page = read_query(req, Page)
     sql = f"SELECT {COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"
-    send(res, await ctx.peek(DB).fetch(sql, page.after, page.limit, bind=User))
+    send(res, await ctx.peek(DB).replica(req).fetch(sql, page.after, page.limit, bind=User))
 
 
 @admin
 @documented(responses={200: User, 404: Error})
 async def get_user(req, res, ctx):
     """One user by id."""
-    user = await ctx.peek(DB).fetchrow(f"SELECT {COLUMNS} FROM users WHERE id = $1", path_id(req, "user"), bind=User)
+    sql = f"SELECT {COLUMNS} FROM users WHERE id = $1"
+    user = await ctx.peek(DB).replica(req).fetchrow(sql, path_id(req, "user"), bind=User)
     if user is None:
         raise not_found("user", req.params["id"])
     send(res, user)

@@ -28,6 +28,18 @@ class Health(Struct):
     # proxy should send no more requests)
     status: str
     database: str  # ok, read_only or unreachable
+    # With several hosts in DATABASE_URL or read replicas only: host:port of the primary as last reached,
+    # and each replica.
+    primary: str | None = None
+    replicas: list["ReplicaHealth"] = []
+
+
+class ReplicaHealth(Struct):
+    """One read replica: where, whether it takes reads now, how far behind it is."""
+
+    replica: str  # host:port/database
+    status: str  # ok, lagging (beyond the bound: the primary reads instead) or down
+    lag: float | None  # seconds behind the primary, as of the last look; None when unknown
 
 
 class Live(Struct):
@@ -45,14 +57,16 @@ async def check_health(req, res, ctx):
     so it never waits behind requests."""
     db = postgres_of(req.app)
     database = await db.check(WITHIN)
+    topology = db.topology()
     if req.app.peek(DRAINING):
-        send(res, {"status": "draining", "database": database}, 503)
+        send(res, {"status": "draining", "database": database, **topology}, 503)
         res.headers = "Retry-After", str(RETRY_AFTER)
     elif database == "unreachable" or db.busy:
-        send(res, {"status": "unavailable" if database == "unreachable" else "busy", "database": database}, 503)
+        status = "unavailable" if database == "unreachable" else "busy"
+        send(res, {"status": status, "database": database, **topology}, 503)
         res.headers = "Retry-After", str(RETRY_AFTER)
     else:
-        send(res, {"status": "degraded" if database == "read_only" else "ok", "database": database})
+        send(res, {"status": "degraded" if database == "read_only" else "ok", "database": database, **topology})
 
 
 @public  # probes and load balancers call these without signing in

@@ -66,6 +66,7 @@ class Metrics:
         self.pool_waiting = gauge("db_pool_waiting_requests", "Requests waiting for a connection")
         self.available = gauge("db_available", "1 while the database answers, 0 during an outage", "livemin")
         self.outages = Counter("db_outages", "Database outages begun", registry=registry)
+        self.topology = Topology(registry)
         if registry is not None:  # what prometheus-client's default registry shows; one process's alone
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
@@ -138,6 +139,7 @@ class Metrics:
         if outages > self._outages_seen:
             self.outages.inc(outages - self._outages_seen)
             self._outages_seen = outages
+        self.topology.fold(db)
 
     async def start_folding(self, app=None) -> None:
         """Fold once a second, so that the worker scraped sees the others' counts within a second."""
@@ -156,6 +158,46 @@ class Metrics:
         while True:
             await asyncio.sleep(seconds)
             self.fold()
+
+
+class Topology:
+    """Where the database is: failovers counted, the primary's address, each read replica's lag and whether it
+    answers, and the reads offered to the replicas by what served them (the replicas, or the primary)."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        on = {"registry": registry}
+        self.failovers = Counter("db_failovers", "Times the primary was found at another address", **on)
+        self.primary = Gauge("db_primary", "1 for the primary's host:port", ["address"], multiprocess_mode="max", **on)
+        self.lag = Gauge("db_replica_lag_seconds", "Seconds a replica lags", ["replica"], multiprocess_mode="max", **on)
+        self.up = Gauge("db_replica_up", "1 while a replica answers", ["replica"], multiprocess_mode="min", **on)
+        self.reads = Counter("db_replica_reads", "Reads a replica may serve, by what served them", ["served_by"], **on)
+        self._seen = {"failovers": 0, "primary_reads": 0}  # the plugin's counts at the last fold
+        self._replica_reads: dict[str, int] = {}
+        self._address: str | None = None
+
+    def fold(self, db: Any) -> None:
+        """Add what changed since the last fold."""
+        failovers = getattr(db, "failovers", 0)
+        if failovers > self._seen["failovers"]:
+            self.failovers.inc(failovers - self._seen["failovers"])
+            self._seen["failovers"] = failovers
+        address = getattr(db, "primary", None)
+        if address != self._address:
+            self.primary.clear()
+            if address is not None:
+                self.primary.labels(address).set(1)
+            self._address = address
+        primary_reads = getattr(db, "primary_reads", 0)
+        if primary_reads > self._seen["primary_reads"]:
+            self.reads.labels("primary").inc(primary_reads - self._seen["primary_reads"])
+            self._seen["primary_reads"] = primary_reads
+        for replica in getattr(db, "replicas", ()):
+            self.lag.labels(replica.where).set(replica.lag)
+            self.up.labels(replica.where).set(1 if replica.up else 0)
+            served = replica.reads - self._replica_reads.get(replica.where, 0)
+            if served > 0:
+                self.reads.labels("replica").inc(served)
+                self._replica_reads[replica.where] = replica.reads
 
 
 def install(app) -> None:

@@ -40,6 +40,8 @@ def create_app(settings: Settings) -> App:
             query_timeout=settings.query_timeout,
             statement_cache_size=settings.statement_cache_size,
             tcp_user_timeout=settings.tcp_user_timeout,
+            replicas=settings.database_replica_urls.split(),
+            max_replica_lag=settings.max_replica_lag,
             name=DB.name,
         )
     )

@@ -21,6 +21,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     query_timeout: Seconds = 10.0
     # The kernel closes a connection to Postgres whose data or keepalive probes go unacknowledged this long.
     tcp_user_timeout: Seconds = 10.0
+    # Read replicas: URLs separated by spaces. The reads a handler lets a replica serve (GET /users, GET /users/:id)
+    # go to them in turn, to the primary while a replica lags more than MAX_REPLICA_LAG seconds or is down, and to
+    # the primary too until a replica has replayed what this client wrote (README: "Failover and read replicas").
+    database_replica_urls: str = ""
+    max_replica_lag: Seconds = 5.0
     # 0 turns prepared statements off, which PgBouncer in transaction mode needs.
     statement_cache_size: Size = 100
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1_048_576

@@ -94,14 +94,15 @@ DELETE_USER = "DELETE FROM users WHERE id = $1"
 async def list_users(req, res, ctx):
     """Users in id order, a page at a time: pass the last id you saw as `after` for the next page."""
     page = read_query(req, Page)
-    send(res, await ctx.peek(DB).fetch(SELECT_USERS, page.after, page.limit, bind=User))
+    # A replica may answer (DATABASE_REPLICA_URLS): never older than this client's own writes, nor than MAX_REPLICA_LAG.
+    send(res, await ctx.peek(DB).replica(req).fetch(SELECT_USERS, page.after, page.limit, bind=User))
 
 
 @admin
 @documented(responses={200: User, 404: Error})
 async def get_user(req, res, ctx):
     """One user by id."""
-    user = await ctx.peek(DB).fetchrow(SELECT_USER, _user_id(req), bind=User)
+    user = await ctx.peek(DB).replica(req).fetchrow(SELECT_USER, _user_id(req), bind=User)
     if user is None:
         raise _missing(req)
     send(res, user)

@@ -2,7 +2,7 @@
 
 import asyncio
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
@@ -78,13 +78,24 @@ class NoConnectionFree(TimeoutError):
 
 
 def describe(dsn: str) -> str:
-    """host:port/database of a DSN, for logs: never the user's password."""
+    """host:port/database of a DSN, for logs: never the user's password. Several hosts (libpq's
+    `postgresql://u@h1:5432,h2:5433/db`, or `?host=h1,h2&port=5432,5433`) are listed as "h1:5432,h2:5433/db"."""
     parts = urlsplit(dsn)
     query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
-    host = parts.hostname or query.get("host") or "localhost"
-    port = parts.port or query.get("port") or 5432
+    # urlsplit's hostname and port take one host: with several, `port` raises. The netloc is read by hand.
+    where = parts.netloc.rpartition("@")[2]
+    hosts = [host for host in where.split(",") if host] or query.get("host", "localhost").split(",")
+    ports = query.get("port", "").split(",")
+    named = []
+    for i, host in enumerate(hosts):
+        # "h:5433", "h", "[::1]:5433" or "[::1]": a port only after the last colon outside brackets.
+        name, colon, port = host.rpartition(":")
+        if not colon or name.count("[") != name.count("]"):
+            name, port = host, ""
+        port = port or ports[min(i, len(ports) - 1)] or "5432"
+        named.append(f"{unquote(name) or 'localhost'}:{port}")
     database = parts.path.lstrip("/") or query.get("dbname") or parts.username or "postgres"
-    return f"{host}:{port}/{database}"
+    return f"{','.join(named)}/{database}"
 
 
 # What each failure to reach or use the database means, in words; the first class that fits says it.
@@ -107,6 +118,8 @@ _FAILURES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], st
     (asyncpg.ReadOnlySQLTransactionError, "the database is read-only"),
     (asyncpg.UndefinedTableError, "a table is missing: were the migrations applied?"),
     (asyncpg.PostgresConnectionError, "the connection to the database was lost"),
+    # Of a DSN with target_session_attrs: every host refused, or none of them is a primary (a failover under way).
+    (asyncpg.TargetServerAttributeNotMatched, "no host of the database is a primary that accepts writes"),
     (asyncpg.InternalClientError, "a connection to the database broke"),
     (OSError, "the network to the database failed"),
 )

@@ -46,6 +46,7 @@ class Outages:
         self.outage_tail = 0.0  # until then, a request refused for want of a connection began waiting in it
         self.read_only: Trouble | None = None
         self.exhausted: Trouble | None = None
+        self.failover = ""  # said by the WARNING that ends the outage: where the primary moved
 
     @property
     def any(self) -> bool:
@@ -93,6 +94,14 @@ class Outages:
             self.outage = Trouble(self.loop.time(), explain(exc))
         self.on_trouble()
 
+    def moved(self, before: str, now: str) -> None:
+        """The primary answers at `now`, no longer at `before` (a failover): said when the outage ends, or
+        at once when none was seen (the primary changed between two probes)."""
+        self.failover = f"; the primary is now {now}, no longer {before} (a failover)"
+        if self.outage is None or not self.outage.confirmed:
+            log.warning("Postgres at %s has failed over%s", self._where, self.failover, extra=self._extra)
+            self.failover = ""
+
     def found(self, state: str, reason: str) -> None:
         """What a probe found ("ok", "read_only", "unreachable" and why) ends or confirms what the requests saw."""
         now = self.loop.time()
@@ -131,12 +140,14 @@ class Outages:
         if outage.confirmed:
             self.outage_tail = now + self._acquire_timeout
             log.warning(
-                "Postgres at %s answers again after %.1f s unreachable; %d requests refused",
+                "Postgres at %s answers again after %.1f s unreachable; %d requests refused%s",
                 self._where,
                 now - outage.since,
                 outage.refused,
+                self.failover,
                 extra=self._extra,
             )
+            self.failover = ""
 
     def _read_only(self, now: float, state: str) -> None:
         spell = self.read_only

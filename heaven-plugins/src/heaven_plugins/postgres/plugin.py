@@ -4,7 +4,8 @@ transactions, and how its errors are answered."""
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -13,11 +14,13 @@ from heaven.context import Key
 from . import answers
 from .connection import Connection, changes_session
 from .errors import ADRIFT, UNAVAILABLE, DatabaseUnavailable, describe, explain
+from .hosts import Hosts, one_host_each
 from .keepalive import keep_alive
 from .outage import Outages
 from .pool import Lender, StuckResets
 from .queries import Queries, Querying
 from .quiet import quiet_floor
+from .replicas import WRITES, Replica, ReplicaReads, Replicas, read_after, remember_write
 from .watch import Watch
 
 # The package's one logger, whichever module speaks: "heaven_plugins.postgres".
@@ -49,6 +52,9 @@ class Postgres(Querying):
     write the server refuses as read-only: the app answers both with a 503 and Retry-After, and a
     unique violation (asyncpg.UniqueViolationError) with a 409 naming the field (answers.py).
 
+    `dsn` may name several hosts (libpq's `h1,h2` with target_session_attrs=read-write): the primary is
+    found among them, again after a failover. `replicas` take the reads a handler lets them (`replica(req)`).
+
     For health checks and metrics: `available` is False from the first sign of an outage until the
     database answers again, `outages` counts the outages begun, `waiting` the requests waiting for a
     connection, `busy` says the pool is exhausted; `check()` asks the database over a connection of
@@ -67,6 +73,8 @@ class Postgres(Querying):
         query_timeout: float | None = 10.0,
         statement_cache_size: int = 100,
         tcp_user_timeout: float | None = 10.0,
+        replicas: Sequence[str] = (),
+        max_replica_lag: float = 5.0,
     ) -> None:
         self.dsn, self.name = dsn, name
         self.pool: asyncpg.Pool | None = None
@@ -87,8 +95,59 @@ class Postgres(Querying):
         self._acquire, self._release, self._drop = lender.acquire, lender.release, lender.drop
         self._stuck_resets = StuckResets(lender)
         self._outages = Outages(describe(dsn), max_size, acquire_timeout, self._extra)
-        self._watch = Watch(dsn, connect_timeout, tcp_user_timeout, self._outages, lender.strays)
+        # Several hosts: each gets its share of connect_timeout (Hosts), the pool's connections and the probe's.
+        connect = Hosts(dsn).connect if len(one_host_each(dsn)) > 1 else asyncpg.connect
+        self._watch = Watch(dsn, connect_timeout, tcp_user_timeout, self._outages, lender.strays, connect)
         self._outages.on_trouble = self._watch.watch
+        self.max_replica_lag = max_replica_lag
+        # Read replicas, for the reads a handler lets them serve (replica()); none by default.
+        options = dict(self._pool_options)
+        self._replicas = Replicas(list(replicas), max_replica_lag, options, self, CLOSE_TIMEOUT) if replicas else None
+        if connect is not asyncpg.connect:
+            self._pool_options["connect"] = connect
+
+    def replica(self, req) -> Querying:
+        """The query methods for reads that a replica may serve, for request `req`:
+        `await ctx.db.replica(req).fetch(...)`. Each read goes to the next replica in turn that answers,
+        lags at most max_replica_lag seconds and has replayed the writes this client made (the pg_lsn
+        cookie, set after each POST, PUT, PATCH or DELETE that succeeded); else to the primary. Without
+        replicas this is the plugin itself: the primary, at no cost."""
+        if self._replicas is None:
+            return self
+        return ReplicaReads(self._replicas, read_after(req))
+
+    @property
+    def primary(self) -> str | None:
+        """host:port of the primary as last reached (of several hosts in the DSN, the one that took writes)."""
+        return self._watch.primary
+
+    @property
+    def failovers(self) -> int:
+        """Times the primary was found at another address than before, since startup."""
+        return self._watch.failovers
+
+    @property
+    def replicas(self) -> list[Replica]:
+        """The read replicas: each one's `where`, `up`, `lag` (seconds) and `reads` served."""
+        return self._replicas.replicas if self._replicas is not None else []
+
+    def topology(self) -> dict:
+        """For /health, with several hosts in the DSN or read replicas (else {}): the primary's host:port as
+        last reached, and each replica's place, status (ok; lagging, beyond max_replica_lag; down) and lag."""
+        if self._replicas is None and "," not in describe(self.dsn):
+            return {}
+        replicas = []
+        for replica in self.replicas:
+            lag = None if replica.lag == math.inf else round(replica.lag, 3)
+            fresh = lag is not None and lag <= self.max_replica_lag
+            status = "down" if not replica.up else "ok" if fresh else "lagging"
+            replicas.append({"replica": replica.where, "status": status, "lag": lag})
+        return {"primary": self.primary, "replicas": replicas}
+
+    @property
+    def primary_reads(self) -> int:
+        """Reads offered to the replicas (replica()) that the primary served: none fit, or one failed."""
+        return self._replicas.primary_reads if self._replicas is not None else 0
 
     @property
     def available(self) -> bool:
@@ -118,6 +177,12 @@ class Postgres(Querying):
         app.ON("shutdown", self.shutdown)
         app.keep(self.name, self)
         app.keep(PLUGIN, self)
+        if self._replicas is not None:  # read-your-writes: after each write, where the primary's WAL is
+
+            async def remember(req, res, ctx):
+                await remember_write(req, res, self)
+
+            app.AFTER("/*", remember, methods=list(WRITES))
         if hasattr(app, "provide"):  # this project's App: the same, without a hook on every request
             app.provide(self.name, self)
             app.answer(DatabaseUnavailable, answers.unavailable)
@@ -136,12 +201,17 @@ class Postgres(Querying):
             self.pool = await asyncpg.create_pool(self.dsn, **self._pool_options)
         except Exception as exc:
             raise RuntimeError(f"cannot connect to Postgres at {describe(self.dsn)}: {explain(exc)}") from None
+        if self._pool_options["min_size"]:  # the pool has connected: the primary's address, for failovers
+            async with self.pool.acquire() as conn:
+                self._watch.reached(conn)
         self._lender.open(self.pool, loop)
         self._outages.loop = loop
         self._stuck_resets.start()
         self._watch.start(loop)
         quiet_floor.watch(self)
         log.info("connected to Postgres at %s", describe(self.dsn), extra=self._extra)
+        if self._replicas is not None:
+            await self._replicas.start()
 
     async def shutdown(self, app=None) -> None:
         """Close the pool, letting borrowed connections finish their queries first; if it has not
@@ -150,6 +220,8 @@ class Postgres(Querying):
         self._lender.close()
         self._stuck_resets.stop()
         await self._watch.stop()
+        if self._replicas is not None:
+            await self._replicas.stop()
         if self.pool is not None:
             try:
                 async with asyncio.timeout(CLOSE_TIMEOUT):

@@ -35,6 +35,8 @@ class QuietFloor(logging.Filter):
         _, failure, trace = record.exc_info
         # asyncpg logs it where the pool caught the failure, in a method of its own: that frame's `self`.
         pool = trace.tb_frame.f_locals.get("self") if trace else None
+        if any(replica.pool is pool for plugin in self.plugins for replica in plugin.replicas):
+            return False  # a replica's pool: the replica's own WARNING says it is down
         plugins = [plugin for plugin in self.plugins if plugin.pool is pool]
         if len(plugins) == 1:
             record.postgres = plugins[0]  # which plugin's pool, as on the plugin's own records

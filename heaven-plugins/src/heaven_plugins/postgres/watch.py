@@ -3,6 +3,7 @@ anything is wrong, one every WATCH_INTERVAL until it ends."""
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -28,9 +29,16 @@ class Watch:
     of the connections dropped since the last (`strays`, filled by the Lender)."""
 
     def __init__(
-        self, dsn: str, connect_timeout: float, tcp_user_timeout: float | None, outages: Outages, strays: list[int]
+        self,
+        dsn: str,
+        connect_timeout: float,
+        tcp_user_timeout: float | None,
+        outages: Outages,
+        strays: list[int],
+        connect: Callable[..., Awaitable[asyncpg.Connection]] = asyncpg.connect,
     ) -> None:
         self._dsn = dsn
+        self._connect = connect  # asyncpg's, or Hosts.connect for several hosts
         self._connect_timeout = connect_timeout
         self._tcp_user_timeout = tcp_user_timeout
         self._outages = outages
@@ -40,6 +48,9 @@ class Watch:
         self._prober: asyncpg.Connection | None = None  # the connection of check() and the watch
         self._probing: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
+        # host:port of the server the probe last reached: with several hosts in the DSN, the primary.
+        self.primary: str | None = None
+        self.failovers = 0  # times the probe found the primary at another address than before
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Begin to watch, on `loop` (the plugin's startup)."""
@@ -114,15 +125,28 @@ class Watch:
 
     async def _ask(self) -> str:
         if self._prober is None or self._prober.is_closed():
-            prober = await asyncpg.connect(self._dsn, timeout=self._connect_timeout, statement_cache_size=0)
+            prober = await self._connect(self._dsn, timeout=self._connect_timeout, statement_cache_size=0)
             keep_alive(prober, self._tcp_user_timeout)
             self._prober = prober
+            self.reached(prober)
         read_only = await self._prober.fetchval(READ_ONLY, timeout=PROBE_TIMEOUT)
         if self._strays:
             strays = self._strays[:]
             await self._prober.execute(TERMINATE_STRAYS, strays, timeout=PROBE_TIMEOUT)
             del self._strays[: len(strays)]
         return read_only
+
+    def reached(self, conn: asyncpg.Connection) -> None:
+        """`conn` reached the primary (the startup's first connection, a new probe): where is it?"""
+        # asyncpg keeps the address it connected to: of several hosts (target_session_attrs=read-write),
+        # the one that is primary. Another address than the last probe's is a failover, told in the
+        # WARNING that ends the outage. Behind PgBouncer or a Service this is their address, and stays.
+        address = conn._addr
+        server = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        if self.primary is not None and server != self.primary:
+            self.failovers += 1
+            self._outages.moved(self.primary, server)
+        self.primary = server
 
     def _drop_prober(self) -> None:
         if self._prober is not None:
