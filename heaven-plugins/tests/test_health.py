@@ -86,14 +86,15 @@ def test_sigterm_drains_readiness_first_then_stops(migrated, spawn):
         assert http.get("/health").json() == {"status": "ok", "database": "ok"}
         signalled = time.monotonic()
         process.process.terminate()
-        # Readiness turns 503 at once, while the process goes on serving every other route...
-        deadline = signalled + 1
+        # Readiness turns 503 at once (well within the drain, on a busy machine too), while the process goes on
+        # serving every other route...
+        deadline = signalled + 1.5
         while (health := http.get("/health")).status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert health.status_code == 503 and health.json()["status"] == "draining", health.text
         assert health.headers["retry-after"]
         assert http.get("/health/live").status_code == 200
-        assert time.monotonic() - signalled < 1.0
+        assert time.monotonic() - signalled < 1.5
         # ...until the drain is over: then the listener closes and the process ends.
         refused_at = None
         while refused_at is None and time.monotonic() - signalled < 10:
@@ -102,7 +103,7 @@ def test_sigterm_drains_readiness_first_then_stops(migrated, spawn):
             except httpx.ConnectError:
                 refused_at = time.monotonic() - signalled
             time.sleep(0.02)
-    assert refused_at is not None and 1.5 <= refused_at < 3.0, refused_at
+    assert refused_at is not None and 1.5 <= refused_at < 5.0, refused_at
     assert process.process.wait(timeout=10) == -signal.SIGTERM  # uvicorn raises it again once stopped
     assert '"message": "draining"' in process.output() or '"message":"draining"' in process.output()
 
