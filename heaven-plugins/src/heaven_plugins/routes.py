@@ -17,6 +17,20 @@ from .logs import ids
 from .logs.ids import REQUEST_ID, SANE_REQUEST_ID
 from .web import send
 
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _context(application, provided: dict[str, Any]) -> Context:
+    # Heaven's Context(application) holding the provided values, as ctx.keep() would have put them there.
+    # Made without Context.__init__, which sets its two attributes through Context.__setattr__, a Python
+    # call each that asks super() for the next: 9.9k instructions, a Context made so 0.6k
+    # (bench/results/profile.md). tests/test_heaven.py checks that a Context is these two attributes.
+    c = _new(Context)
+    _set(c, "_application", application)
+    _set(c, "_data", provided.copy())
+    return c
+
 
 class JSONRoutes(Routes):
     """Heaven's route table, with its own 404, 405 and 413 answers turned into JSON, the values of
@@ -73,7 +87,7 @@ class JSONRoutes(Routes):
         # Heaven's Routes.handle for HTTP, step for step (tests/test_heaven.py checks the steps).
         method, path = scope["method"], scope["path"]
         r = Request(scope, b"", receive, metadata, application)
-        c = Context(application)
+        c = _context(application, self.provided)
         w = Response(context=c, app=application, request=r)
         # A path that is a route with neither parameter nor wildcard is matched by its name: the tree
         # walk would end on it (a segment of its own wins over a parameter at every step).
@@ -98,8 +112,6 @@ class JSONRoutes(Routes):
         r._route = matched
         w.status, w.body = 200, b""
         call, asynchronous = self._callables.get(handler) or self._callable(handler)
-        for key, value in self.provided.items():  # what xhooks does first; here without a coroutine
-            c.keep(key, value)
         try:
             if self.befores:
                 await super().xhooks(self.befores, self.beforemethods, matched, r, w, c, before=True)
