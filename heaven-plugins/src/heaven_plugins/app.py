@@ -130,9 +130,9 @@ class App(Router):
     async def _route(self, scope, receive, send):
         # The innermost layer (wrap): what Heaven's Router.__call__ does for an HTTP request, taken over
         # for the one route table an app without subdomains has. Heaven decodes every header, then parses
-        # the Host header as an IP address to find a subdomain, and looks through each answer for its
-        # type: 7 % of a request's instructions (bench/results/profile.md). Websockets and apps with
-        # subdomains go through Heaven's.
+        # the Host header as an IP address to find a subdomain: 39.9k instructions a request, against
+        # 7.0k for decoded_headers (bench/results/profile.md). Websockets and apps with subdomains go
+        # through Heaven's.
         if scope["type"] != "http" or len(self.subdomains) > 1:
             return await self._through_heaven(scope, receive, send)
         try:
