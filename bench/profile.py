@@ -256,8 +256,13 @@ async def _layers() -> None:
     routes_module = sys.modules.get("heaven_plugins.routes")
     if hasattr(routes_module, "_context"):  # since the App makes each request's Context itself
         make = routes_module._context
-        made = ("a Context with the provided values, as the App makes it", lambda: make(service, engine.provided))
-        sync_layers.insert(sync_layers.index(next(x for x in sync_layers if x[0] == "Heaven's Context")) + 1, made)
+        context_layer = (
+            "a Context with the provided values, as the App makes it",
+            lambda: make(service, engine.provided),
+        )
+        sync_layers.insert(
+            sync_layers.index(next(x for x in sync_layers if x[0] == "Heaven's Context")) + 1, context_layer
+        )
     for name, call in sync_layers:
         print(f"layer\t{name}", flush=True)
         os.getppid()

@@ -65,7 +65,7 @@ def ratios_text(results: dict) -> str:
                 else ""
             )
             lines.append(
-                f"  {label:<22} {s['rps']['median'] / floor['rps']['median']:5.2f}x the floor's rps, "
+                f"  {label:<27} {s['rps']['median'] / floor['rps']['median']:5.2f}x the floor's rps, "
                 f"{s['cpu_us_per_request']['median'] / floor['cpu_us_per_request']['median']:5.2f}x its CPU "
                 f"per request{versus}"
             )
@@ -75,7 +75,7 @@ def ratios_text(results: dict) -> str:
         "(median rps and CPU ratios) and by instructions per request:"
     )
     lines += [
-        f"  {label:<22} {paired[name]['rps']['median']:5.2f}x rps  {paired[name]['cpu']['median']:5.2f}x CPU  "
+        f"  {label:<27} {paired[name]['rps']['median']:5.2f}x rps  {paired[name]['cpu']['median']:5.2f}x CPU  "
         f"{counted[name] / counted['baked']:5.2f}x instructions"
         for name, label in results["contenders"].items()
         if name in paired and name in counted
