@@ -5,6 +5,7 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 import micro_bind
+from load import spread
 
 matplotlib.use("Agg")  # no display on a server or in CI; before any figure exists
 
@@ -12,6 +13,7 @@ COLORS = {
     "baked": "#d62728",
     "baked_quiet": "#e377c2",
     "heaven_minimal": "#ff9896",
+    "floor": "#444444",
     "raw": "#7f7f7f",
     "fastapi_asyncpg": "#1f77b4",
     "fastapi_sqlalchemy": "#aec7e8",
@@ -34,6 +36,11 @@ def cell(results: dict, contender: str, endpoint: str, connections: int) -> dict
     )
 
 
+def floor_of(results: dict) -> str:
+    """The contender the others are measured against: the floor (raw ASGI, no reset) when it ran, else raw ASGI."""
+    return "floor" if "floor" in results["contenders"] else "raw"
+
+
 def headline(results: dict) -> tuple[str, int]:
     return results["config"]["headline"]["endpoint"], results["config"]["headline"]["connections"]
 
@@ -41,19 +48,24 @@ def headline(results: dict) -> tuple[str, int]:
 def ratios_text(results: dict) -> str:
     """The baked service and every other contender against the floor, in the headline cell."""
     endpoint, connections = headline(results)
-    floor = cell(results, "raw", endpoint, connections)
+    lowest = floor_of(results)
+    floor = cell(results, lowest, endpoint, connections)
     if floor is None:
         return "bench: the headline cell was not measured"
     path = results["config"]["endpoints"][endpoint]
     counted = results["instructions"]["endpoints"][endpoint]["per_request"]
-    lines = [f"against the raw ASGI floor, GET {path} at {connections} connections:"]
+    lines = [f"against {results['contenders'][lowest]}, GET {path} at {connections} connections:"]
     for name, label in results["contenders"].items():
         s = cell(results, name, endpoint, connections)
         if s:
             # A smoke run counts the instructions of a few contenders only.
-            versus = f", {counted[name] / counted['raw']:5.2f}x its instructions per request" if name in counted else ""
+            versus = (
+                f", {counted[name] / counted[lowest]:5.2f}x its instructions per request"
+                if name in counted and lowest in counted
+                else ""
+            )
             lines.append(
-                f"  {label:<22} {s['rps']['median'] / floor['rps']['median']:5.2f}x the floor's rps, "
+                f"  {label:<27} {s['rps']['median'] / floor['rps']['median']:5.2f}x the floor's rps, "
                 f"{s['cpu_us_per_request']['median'] / floor['cpu_us_per_request']['median']:5.2f}x its CPU "
                 f"per request{versus}"
             )
@@ -63,7 +75,7 @@ def ratios_text(results: dict) -> str:
         "(median rps and CPU ratios) and by instructions per request:"
     )
     lines += [
-        f"  {label:<22} {paired[name]['rps']['median']:5.2f}x rps  {paired[name]['cpu']['median']:5.2f}x CPU  "
+        f"  {label:<27} {paired[name]['rps']['median']:5.2f}x rps  {paired[name]['cpu']['median']:5.2f}x CPU  "
         f"{counted[name] / counted['baked']:5.2f}x instructions"
         for name, label in results["contenders"].items()
         if name in paired and name in counted
@@ -85,7 +97,7 @@ def markdown(results: dict) -> str:
     config, machine, labels = results["config"], results["machine"], results["contenders"]
     endpoint, connections = headline(results)
     baked = cell(results, "baked", endpoint, connections)
-    floor = cell(results, "raw", endpoint, connections)
+    floor = cell(results, floor_of(results), endpoint, connections)
     out = [
         "# Benchmark results",
         "",
@@ -131,8 +143,8 @@ def markdown(results: dict) -> str:
     out += [
         "",
         '"baked vs it" above 1 means the baked service is better (more requests per second, less CPU per '
-        'request), as ratios of medians from different minutes. "vs floor" is the contender\'s figure over the '
-        "raw ASGI app's.",
+        'request), as ratios of medians from different minutes. "vs floor" is the contender\'s figure over '
+        f"{labels[floor_of(results)]}'s.",
         "",
         "## Every cell",
         "",
@@ -202,11 +214,34 @@ def paired_table(results: dict) -> list[str]:
         "back, and the ratio taken within the round, so that the machine's drift over minutes cancels out. "
         "Median ratio, with min-max; above 1 the baked service does better.",
         "",
-        "| against | requests/s ratio | CPU per request ratio |",
-        "|---|---:|---:|",
+        "| against | requests/s ratio | CPU per request ratio | its requests/s | its CPU \u00b5s/request |",
+        "|---|---:|---:|---:|---:|",
     ]
+    own = {
+        name: {
+            metric: spread([r[metric] for r in paired["runs"] if r["contender"] == name])
+            for metric in ("rps", "cpu_us_per_request")
+        }
+        for name in labels
+        if any(r["contender"] == name for r in paired["runs"])
+    }
+    if "baked" in own:
+        baked = own["baked"]
+        out.append(f"| (the baked service) | | | {fmt(baked['rps'])} | {fmt(baked['cpu_us_per_request'])} |")
     for name, ratio_ in paired["ratios"].items():
-        out.append(f"| {labels[name]} | {fmt(ratio_['rps'], 2)} | {fmt(ratio_['cpu'], 2)} |")
+        out.append(
+            f"| {labels[name]} | {fmt(ratio_['rps'], 2)} | {fmt(ratio_['cpu'], 2)} | {fmt(own[name]['rps'])} | "
+            f"{fmt(own[name]['cpu_us_per_request'])} |"
+        )
+    lowest = floor_of(results)
+    if lowest in paired["ratios"]:
+        ratio_ = paired["ratios"][lowest]
+        out += [
+            "",
+            f"Against {labels[lowest]}, the least a service on this stack does: the baked service serves "
+            f"**{ratio_['rps']['median']:.2f}x** its requests/s and spends **{1 / ratio_['cpu']['median']:.2f}x** "
+            "its CPU per request (median of the rounds' ratios).",
+        ]
     return out
 
 
@@ -257,7 +292,8 @@ def instructions_table(results: dict) -> list[str]:
     for name, label in labels.items():
         if name in per_request:
             versus = f"{per_request[name] / per_request['baked']:.3f}x" if name != "baked" else "—"
-            floor = f"{per_request[name] / per_request['raw']:.2f}x" if "raw" in per_request else "—"
+            lowest = floor_of(results)
+            floor = f"{per_request[name] / per_request[lowest]:.2f}x" if lowest in per_request else "—"
             out.append(f"| {label} | {per_request[name]:,} | {versus} | {floor} |")
     if len(counted["endpoints"]) > 1:
         out += [

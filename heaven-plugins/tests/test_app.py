@@ -7,12 +7,14 @@ import subprocess
 import sys
 import time
 
+import heaven
 import httpx
 import pytest
 from heaven.constants import DEFAULT
 
 from conftest import SOURCE
 from example import DB
+from heaven_plugins.app import App
 from heaven_plugins.web import HTTPError, public, send
 
 
@@ -194,3 +196,81 @@ async def test_a_body_that_is_no_json_object_says_what_it_is(client, body, statu
     response = await client.post("/users", content=body, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     assert response.json() == {"error": "invalid" if status == 422 else "malformed_json", "detail": detail}
+
+
+async def test_a_request_is_answered_as_heaven_would_answer_it():
+    # The App answers an HTTP request itself (app.py, routes.py) rather than through Heaven's Router.__call__
+    # and Routes.handle: what a handler and a hook see and send comes out as from Heaven, bar the request id.
+    deferred = []
+
+    def routes(app) -> None:
+        async def echo(req, res, ctx):
+            res.body = {"params": req.params, "queries": req.queries, "route": req.route, "seen": req.headers["x-seen"]}
+
+        async def chunks():
+            yield b"one,"
+            yield b"two"
+
+        def streamed(req, res, ctx):
+            res.stream(chunks(), content_type="text/csv")
+
+        async def after_answer(app):
+            deferred.append(app)
+
+        def later(req, res, ctx):
+            res.defer(after_answer)
+            res.status, res.body = 202, "text"
+
+        def stop(req, res, ctx):
+            res.abort("stopped here")
+
+        for route, handler in [("/things/:id:int", echo), ("/hinted?n:int&on:bool", echo), ("/plain", echo)]:
+            app.GET(route, handler)
+        app.GET("/streamed", streamed)
+        app.POST("/later", later)
+        app.GET("/stopped", echo)
+        app.BEFORE("/stopped", stop)
+
+    ours, heavens = App(access_log=False), heaven.Router()
+    ours.guard(lambda handler: None)  # every route public, as on an App without sign-in
+    routes(ours)
+    routes(heavens)
+    requests = [
+        ("GET", "/things/7", b""),
+        ("HEAD", "/things/7", b""),
+        ("GET", "/hinted", b"n=3&on=true&other=x"),
+        ("GET", "/plain/", b""),
+        ("GET", "/streamed", b""),
+        ("POST", "/later", b""),
+        ("GET", "/stopped", b""),
+    ]
+    for method, path, query in requests:
+        answers = [await _asgi(app, method, path, query) for app in (ours, heavens)]
+        assert answers[0] == answers[1], (method, path)
+    assert deferred == [ours, heavens]
+
+
+async def _asgi(app, method: str, path: str, query: bytes) -> tuple:
+    # One request as uvicorn makes it: the status, the headers but the request id, and the body sent.
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"x-seen", b"a"), (b"x-seen", b"b")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start, *bodies = sent
+    headers = [(name.lower(), value) for name, value in start["headers"] if name.lower() != b"x-request-id"]
+    return start["status"], headers, b"".join(body.get("body", b"") for body in bodies)

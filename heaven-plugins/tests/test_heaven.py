@@ -1,4 +1,4 @@
-"""The parts of Heaven the App builds on (web.py, docs.py) that are not its documented API are there as in
+"""The parts of Heaven the App builds on (web.py, docs.py, routes.py) that are not its documented API are there as in
 Heaven 2.4; on a Heaven that changed one, these tests fail naming the version and what changed."""
 
 import importlib
@@ -155,6 +155,19 @@ async def test_startup_and_shutdown_hooks_and_daemons_are_calls_taking_the_app()
         await hook(app)
     if seen != [("startup", app), ("shutdown", app), ("daemon", app)]:
         pytest.fail(changed(f"awaiting each hook with the app made {seen}"))
+
+
+def test_a_context_is_its_app_and_a_dict_of_what_it_keeps():
+    # routes.py makes each request's Context without calling Context.__init__, setting these two.
+    Context, Key = internal("heaven.context", "Context"), internal("heaven.context", "Key")
+    app = heaven.Router()
+    ctx = Context(app)
+    made = repr(vars(ctx))
+    fresh = vars(ctx) == {"_application": app, "_data": {}}
+    ctx.keep("db", 1)
+    ctx.keep(Key("user"), 2)
+    if not fresh or ctx._data != {"db": 1, "user": 2} or ctx.db != 1:
+        pytest.fail(changed(f"a Context is {made}, and keeping two values made it {vars(ctx)}"))
 
 
 def test_discover_lists_each_route_with_what_the_docs_read():

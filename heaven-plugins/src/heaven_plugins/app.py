@@ -3,20 +3,20 @@
 import asyncio
 import logging
 from collections.abc import Callable
-from time import perf_counter
 from typing import Any
 
 import msgspec
+import orjson
 from heaven import Router
-from heaven.constants import DEFAULT, SOCKET
-from heaven.router import Routes, _string_to_function_handler
+from heaven.constants import DEFAULT, HEAD, SOCKET
+from heaven.router import _string_to_function_handler
 
-from .errors import Answers, answer_error, answering_errors
+from .errors import Answers, answering_errors
 from .logs import ids
 from .logs.access_log import access, log_request
-from .logs.ids import REQUEST_ID, SANE_REQUEST_ID
 from .logs.writer import write_through, writer
-from .web import HTTPError, send
+from .routes import JSONRoutes
+from .web import HTTPError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class App(Router):
         self._answers: Answers = {}
         self._serve = self._route
         # Heaven routes a request with no subdomain through this engine (tests/test_heaven.py checks it).
-        self.subdomains[DEFAULT] = _JSONRoutes(debug, max_body_size)
+        self.subdomains[DEFAULT] = self._routes = JSONRoutes(debug, max_body_size)
         self.subdomains[DEFAULT].answers = self._answers  # one map: what a hook raises is answered alike
         if access_log and access.isEnabledFor(logging.INFO):  # asked once, not on each request
             self.observe(log_request)
@@ -128,7 +128,36 @@ class App(Router):
         return await self._serve(scope, receive, send)
 
     async def _route(self, scope, receive, send):
-        # The innermost layer (wrap): Heaven's own routing, with the answer it cannot give itself.
+        # The innermost layer (wrap): what Heaven's Router.__call__ does for an HTTP request, taken over
+        # for the one route table an app without subdomains has. Heaven decodes every header, then parses
+        # the Host header as an IP address to find a subdomain: 39.9k instructions a request, against
+        # 7.0k for decoded_headers (bench/results/profile.md). Websockets and apps with subdomains go
+        # through Heaven's.
+        if scope["type"] != "http" or len(self.subdomains) > 1:
+            return await self._through_heaven(scope, receive, send)
+        try:
+            headers = decoded_headers(scope)
+        except UnicodeDecodeError:
+            return await _malformed_header(send)
+        if not self._baked:
+            self._bake_schemas()
+        res = await self._routes.handle(scope, receive, send, (DEFAULT, headers), self)
+        body = res.body
+        if isinstance(body, (dict, list)):  # a handler's own res.body = {...}: JSON, as Heaven makes it
+            body = _json_body(res)
+        if scope["method"] == HEAD:  # the headers a GET would have, never a body
+            body = b""
+        await send({"type": "http.response.start", "status": res.status, "headers": res.headers})
+        if hasattr(body, "__aiter__"):  # res.stream()
+            async for chunk in body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:
+            await send({"type": "http.response.body", "body": body, **res.metadata})
+        if res.deferred:  # res.defer(fn): run once the answer is sent, taking the app
+            await asyncio.gather(*[deferred(self) for deferred in res._deferred])
+
+    async def _through_heaven(self, scope, receive, send):
         try:
             return await super().__call__(scope, receive, send)
         except UnicodeDecodeError:
@@ -136,10 +165,7 @@ class App(Router):
             # bytes, and one such header would be a 500 for the client and a traceback in the log.
             if scope["type"] != "http" or not _undecodable_header(scope):
                 raise
-        error = {"error": "malformed_header", "detail": "a header is not UTF-8"}
-        headers = [(b"content-type", b"application/json"), (b"x-request-id", ids.new_request_id().encode())]
-        await send({"type": "http.response.start", "status": 400, "headers": headers})
-        await send({"type": "http.response.body", "body": _encode(error)})
+        await _malformed_header(send)
 
     async def _lifespan(self, receive, send) -> None:
         await receive()  # lifespan.startup
@@ -163,6 +189,43 @@ class App(Router):
         await send({"type": "lifespan.shutdown.complete"})
 
 
+def decoded_headers(scope) -> dict[str, Any]:
+    """A request's headers as Heaven's `req.headers` holds them: names and values decoded as UTF-8 (else
+    UnicodeDecodeError), the values of a name sent more than once in a list (after an empty one, the next
+    replaces it, as in Heaven)."""
+    headers: dict[str, Any] = {}
+    for name, value in scope["headers"]:
+        key = name.decode()
+        seen = headers.get(key)
+        if not seen:
+            headers[key] = value.decode()
+        elif type(seen) is list:
+            seen.append(value.decode())
+        else:
+            headers[key] = [seen, value.decode()]
+    return headers
+
+
+async def _malformed_header(send) -> None:
+    error = {"error": "malformed_header", "detail": "a header is not UTF-8"}
+    headers = [(b"content-type", b"application/json"), (b"x-request-id", ids.new_request_id().encode())]
+    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    await send({"type": "http.response.body", "body": _encode(error)})
+
+
+def _json_body(res) -> bytes:
+    # What Heaven's Router.__call__ does with a dict or list body.
+    try:
+        body = orjson.dumps(res.body)
+    except Exception:
+        log.exception("the answer's body is not JSON")
+        res.status = 500
+        return b"Internal Server Error: JSON Serialization Failed"
+    if not any(name.lower() == b"content-type" for name, _ in res.headers):
+        res.header("Content-Type", "application/json")
+    return body
+
+
 def _undecodable_header(scope) -> bool:
     try:
         for name, value in scope["headers"]:
@@ -176,79 +239,3 @@ async def _run_all(hooks, app, last_first: bool = False) -> None:
     # Heaven stores startup and shutdown hooks in deques, wrapped to take the app.
     while hooks:
         await (hooks.pop() if last_first else hooks.popleft())(app)
-
-
-class _JSONRoutes(Routes):
-    """Heaven's route table, with its own 404, 405 and 413 answers turned into JSON, the values of
-    App.provide put on each request's context, and each answer given its request id and observed."""
-
-    def __init__(self, debug: bool = False, max_body_size: int | None = None) -> None:
-        super().__init__()
-        self.provided: dict[str, Any] = {}
-        self.max_body_size = max_body_size
-        self.observers: list[Callable] = []
-        self.answers: Answers = {}  # the App's, for hooks
-        self.in_flight = 0
-        self._debug = debug
-
-    async def handle(self, scope, receive, asgi_send, metadata=None, application=None):
-        # Every request passes here, whatever answers it: a handler, a hook, or Heaven's 404/405/413.
-        request_id = metadata[1].get("x-request-id")  # Heaven's decoded headers; a list when repeated
-        if type(request_id) is not str or not SANE_REQUEST_ID.fullmatch(request_id):
-            request_id = ids.new_request_id()  # looked up each time: a forked process gets its own
-        # The request's own task runs this: the id stays with this request, on every record made for it.
-        REQUEST_ID.set(request_id)
-        started = perf_counter()
-        self.in_flight += 1
-        try:
-            res = await super().handle(scope, receive, asgi_send, metadata, application)
-        finally:
-            self.in_flight -= 1
-        # Not res.__dict__.pop(): on 3.11 asking for an instance's __dict__ builds it, 2k instructions.
-        error = getattr(res, "_unhandled_error", None)
-        if error is not None:  # raised by a hook: answered here, as JSON, not printed by Heaven as text
-            del res._unhandled_error
-            answer_error(res, error, self.answers, scope.get("method", ""), scope["path"], self._debug)
-        # Appended, not res.headers = (...): Heaven's setter rebuilds the list, 1 µs a request.
-        res.headers.append((b"x-request-id", request_id.encode()))
-        if self.observers and scope["type"] == "http":  # a websocket has no method, no status
-            seconds = perf_counter() - started
-            route = res._req._route  # Heaven keeps the matched route on the request; None if none matched
-            for observer in self.observers:
-                observer(scope, res, route, seconds)
-        return res
-
-    async def xhooks(self, hookstore, methodstore, matched, r, w, c, before=False):
-        # Heaven runs this twice a request, BEFORE hooks and AFTER hooks, and spells out every
-        # wildcard pattern of the route before it looks one up: 1 µs each time, hooks or not.
-        # Provided values instead of a BEFORE('/*') hook leave it nothing to do in most apps. Heaven's
-        # public way, the plugin's hook and no override here, costs 6-8 % more instructions a request.
-        if before:
-            for key, value in self.provided.items():
-                c.keep(key, value)
-        if hookstore:
-            await super().xhooks(hookstore, methodstore, matched, r, w, c, before)
-
-    def unmatched(self, scope, method, route, w):
-        if scope["type"] != "http":
-            return super().unmatched(scope, method, route, w)
-        allowed = self.allowed(route)
-        if not allowed:
-            send(w, {"error": "not_found", "detail": f"nothing at {route}"}, 404)
-            return w
-        # OPTIONS asks which methods a route takes (RFC 9110, 9.3.7): it is answered for every route
-        # that exists, so it is one of them, in this answer's Allow and in every 405's.
-        allowed.add("OPTIONS")
-        allow = ", ".join(sorted(allowed))
-        if method == "OPTIONS":
-            w.status, w.body = 204, b""
-        else:
-            send(w, {"error": "method_not_allowed", "detail": f"{method} is not allowed on {route}"}, 405)
-        w.headers = "Allow", allow
-        return w
-
-    async def buffer(self, r, receive, w, application):
-        if await super().buffer(r, receive, w, application):
-            return True
-        send(w, {"error": "payload_too_large", "detail": f"the body is over {self.max_body_size} bytes"}, 413)
-        return False

@@ -12,6 +12,7 @@ T = TypeVar("T")
 
 _encode = msgspec.json.Encoder().encode
 _JSON = ("Content-Type", "application/json")
+_JSON_HEADER = (b"Content-Type", b"application/json")  # as Heaven's setter writes it
 # A body read as JSON must say it is JSON: browsers send text/plain, form and multipart bodies to any
 # site without asking it first (no CORS preflight), so reading those as JSON would let any web page
 # post here on its visitors' behalf. `+json` types (application/merge-patch+json...) are JSON too.
@@ -45,7 +46,11 @@ class HTTPError(Exception):
 def send(res, body: Any, status: int = 200) -> None:
     """Answer with `body` encoded by msgspec (Structs, lists, dicts, datetimes...) as JSON."""
     res.status = status
-    res.headers = _JSON
+    headers = res.headers
+    if headers:  # Heaven's setter replaces a Content-Type set before
+        res.headers = _JSON
+    else:  # the usual answer, with no header yet: appended, not rebuilt by the setter
+        headers.append(_JSON_HEADER)
     res.body = _encode(body)
 
 
