@@ -31,7 +31,9 @@ def test_bench_smoke_runs_and_contenders_agree(tmp_path):
 
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["agreement"]["identical"], results["agreement"]["mismatches"]
-    assert len(set(results["contenders"])) == 6  # the baked service as shipped and with its defaults off, and four
+    # The baked service as shipped and with its defaults off, minimal Heaven, the floor, raw ASGI with asyncpg's reset,
+    # and the two FastAPI apps.
+    assert len(set(results["contenders"])) == 7
     assert {run["contender"] for run in results["runs"]} == set(results["contenders"])
     assert all(run["requests"] > 0 and run["errors"] == 0 for run in results["runs"]), results["runs"]
     assert set(results["paired"]["ratios"]) == set(results["contenders"]) - {"baked"}
@@ -46,7 +48,7 @@ def test_bench_smoke_runs_and_contenders_agree(tmp_path):
         assert "instructions" in default and "instruction_share" in default
     # Counted, in smoke mode, for the baked service as shipped and with its defaults off, and the floor.
     counted = results["instructions"]["endpoints"]["limit=20"]["per_request"]
-    assert set(counted) == {"baked", "baked_quiet", "raw"} and all(n > 0 for n in counted.values()), counted
+    assert set(counted) == {"baked", "baked_quiet", "floor"} and all(n > 0 for n in counted.values()), counted
     # What the sign-in check costs is counted (smoke's few requests make the difference itself noise).
     sign_in = results["sign_in"]
     assert all(n > 0 for n in sign_in["instructions"].values()) and {"check_us", "argon2_hash_ms"} <= set(sign_in)
