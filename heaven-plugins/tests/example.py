@@ -10,7 +10,7 @@ import msgspec
 from heaven.context import Key
 from msgspec import Struct
 
-from heaven_plugins import health, logs, metrics, signin
+from heaven_plugins import health, jobs, logs, metrics, signin
 from heaven_plugins.app import App
 from heaven_plugins.config import Seconds, Size, from_env
 from heaven_plugins.cors import CORS, parse_origins
@@ -21,7 +21,7 @@ from heaven_plugins.signin import AUTH, USER, Auth, Password, Passwords, Throttl
 from heaven_plugins.web import HTTPError, public, read, read_query, send
 
 PROJECT = {"name": "Example service", "description": "What the library's tests serve.", "distribution": "example"}
-MIGRATIONS = [signin.MIGRATIONS, Path(__file__).with_name("migrations")]
+MIGRATIONS = [signin.MIGRATIONS, jobs.MIGRATIONS, Path(__file__).with_name("migrations")]
 DB: Key[Postgres] = Key("db")
 
 
@@ -52,6 +52,7 @@ class Settings(Struct, frozen=True, kw_only=True):
     sign_in_address_limit: int = 50
     sign_in_window: Seconds = 900.0
     cors_origins: str = ""
+    jobs_every: Seconds = 15.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> App:
     if settings.metrics:
         app.plugin(metrics)
     app.plugin(health)
+    app.plugin(jobs.Jobs(settings.jobs_every))
     app.GET("/users", list_users)
     app.POST("/users", create_user)
     app.GET("/users/me", get_account)

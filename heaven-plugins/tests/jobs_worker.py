@@ -1,0 +1,55 @@
+"""A worker with jobs the tests enqueue: one that records its runs, one that always fails, and one that takes its
+time. `python jobs_worker.py` with DATABASE_URL and the Worker's settings in the environment. A test fixture."""
+
+import asyncio
+import os
+
+from heaven_plugins import jobs
+
+
+async def record(job: jobs.Job) -> None:
+    await job.db.execute(
+        "INSERT INTO job_runs (job_id, name, attempt, what) VALUES ($1, $2, $3, 'done')", job.id, job.name, job.attempt
+    )
+
+
+async def fail(job: jobs.Job) -> None:
+    await job.db.execute(
+        "INSERT INTO job_runs (job_id, name, attempt, what) VALUES ($1, $2, $3, 'failed')",
+        job.id,
+        job.name,
+        job.attempt,
+    )
+    raise RuntimeError("this job always fails")
+
+
+async def slow(job: jobs.Job) -> None:
+    # Taken up again after a worker died mid-job: say so, and end at once.
+    again = await job.db.fetchval("SELECT count(*) FROM job_runs WHERE job_id = $1 AND what = 'started'", job.id)
+    await job.db.execute(
+        "INSERT INTO job_runs (job_id, name, attempt, what) VALUES ($1, $2, $3, 'started')",
+        job.id,
+        job.name,
+        job.attempt,
+    )
+    if not again:
+        await asyncio.sleep(job.payload["seconds"])
+    await record(job)
+
+
+def worker() -> jobs.Worker:
+    environ = os.environ
+    worker = jobs.Worker(
+        environ["DATABASE_URL"],
+        attempts=int(environ.get("JOB_ATTEMPTS", "3")),
+        first_retry=float(environ.get("JOB_FIRST_RETRY", "0.2")),
+        heartbeat=float(environ.get("JOB_HEARTBEAT", "30")),
+    )
+    worker.job("record", record)
+    worker.job("fail", fail)
+    worker.job("slow", slow)
+    return worker
+
+
+if __name__ == "__main__":
+    jobs.main(worker())
