@@ -1,10 +1,13 @@
-"""A worker with jobs the tests enqueue: one that records its runs, one that always fails, and one that takes its
-time. `python jobs_worker.py` with DATABASE_URL and the Worker's settings in the environment. A test fixture."""
+"""A worker with jobs the tests enqueue: one that records its runs, one that always fails, one that takes its
+time, and with SMTP_PORT set the accounts' mail. `python jobs_worker.py` with DATABASE_URL and the Worker's
+settings in the environment. A test fixture."""
 
 import asyncio
 import os
+from pathlib import Path
 
-from heaven_plugins import jobs
+from heaven_plugins import jobs, mail
+from heaven_plugins.signin import RESET_JOB, Accounts
 
 
 async def record(job: jobs.Job) -> None:
@@ -48,6 +51,11 @@ def worker() -> jobs.Worker:
     worker.job("record", record)
     worker.job("fail", fail)
     worker.job("slow", slow)
+    if "SMTP_PORT" in environ:  # the accounts' mail, to the tests' SMTP server
+        mailer = mail.Mailer("127.0.0.1", int(environ["SMTP_PORT"]), "Example <noreply@example.com>", tls="none")
+        worker.job(mail.JOB, mail.sender(mailer, mail.Templates(Path(__file__).with_name("mail"))))
+        accounts = Accounts(environ["PUBLIC_URL"], reset_ttl=float(environ.get("RESET_TTL", "3600")))
+        worker.job(RESET_JOB, accounts.reset_job())
     return worker
 
 

@@ -1,39 +1,15 @@
 """Jobs: enqueued in the caller's transaction, run by a real worker process, tried again, held when they keep
 failing, finished on SIGTERM, run again after a kill -9, and counted on /metrics."""
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import SOURCE, eventually
+from conftest import WorkerProcess, eventually
 from heaven_plugins.jobs import enqueue
 from heaven_plugins.postgres import Postgres
-
-
-class WorkerProcess:
-    """tests/jobs_worker.py in a process of its own, as `python -m <package>.worker` runs."""
-
-    def __init__(self, database_url: str, log: Path, **settings) -> None:
-        environ = {**os.environ, "PYTHONPATH": SOURCE, "DATABASE_URL": database_url}
-        environ.update({key.upper(): str(value) for key, value in settings.items()})
-        self.log = log
-        with log.open("wb") as output:
-            command = [sys.executable, str(Path(SOURCE) / "jobs_worker.py")]
-            self.process = subprocess.Popen(command, env=environ, stdout=output, stderr=output)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout=timeout)
 
 
 @pytest.fixture
