@@ -47,6 +47,7 @@ def worker() -> jobs.Worker:
         attempts=int(environ.get("JOB_ATTEMPTS", "3")),
         first_retry=float(environ.get("JOB_FIRST_RETRY", "0.2")),
         heartbeat=float(environ.get("JOB_HEARTBEAT", "30")),
+        poll=float(environ.get("JOB_POLL", "0.5")),
     )
     worker.job("record", record)
     worker.job("fail", fail)

@@ -45,6 +45,8 @@ class Worker:
     `heartbeat` seconds another worker takes the job and runs it again. On SIGTERM or SIGINT a worker
     takes no new job and exits once the jobs in hand end; give it longer than the longest job (a
     Kubernetes grace period), or the job runs again elsewhere after `heartbeat` seconds.
+
+    New jobs wake the worker at once (LISTEN/NOTIFY); a retry coming due may wait up to `poll` seconds more.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class Worker:
         first_retry: float = 1.0,
         last_retry: float = 300.0,
         heartbeat: float = 30.0,
+        poll: float = 5.0,
         connect_timeout: float = 5.0,
     ) -> None:
         if attempts < 1:
@@ -63,6 +66,7 @@ class Worker:
         self.database_url = database_url
         self.concurrency, self.attempts = concurrency, attempts
         self.first_retry, self.last_retry, self.heartbeat = first_retry, last_retry, heartbeat
+        self.poll = poll
         self.connect_timeout = connect_timeout
         self.handlers: dict[str, Handler] = {}
         self.pool: asyncpg.Pool | None = None
@@ -78,8 +82,9 @@ class Worker:
         await pgqueuer.run(
             self._manager,
             heartbeat_timeout=timedelta(seconds=self.heartbeat),
-            # The LISTEN/NOTIFY wake-up is the fast path; this is how often the queue is read without one.
-            dequeue_timeout=timedelta(seconds=5),
+            # A NOTIFY at each commit wakes the worker; without one (a retry coming due, a notification
+            # missed) the queue is read every `poll` seconds.
+            dequeue_timeout=timedelta(seconds=self.poll),
             batch_size=self.concurrency,
             max_concurrent_tasks=2 * self.concurrency,
             shutdown=shutdown,
