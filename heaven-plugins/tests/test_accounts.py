@@ -148,6 +148,9 @@ async def test_an_unknown_address_gets_the_same_answer_in_the_same_time_and_no_m
         answers = set()
         for _ in range(8):
             for address in times:
+                # Each measured with the worker idle: the mail a user's address gets is sent after the answer,
+                # and would otherwise slow whichever request it overlaps, which is not the request's own time.
+                await eventually(lambda: queue_empty(conn), within=15)
                 started = time.perf_counter()
                 response = await http.post("/auth/password-reset", json={"email": address})
                 times[address].append(time.perf_counter() - started)

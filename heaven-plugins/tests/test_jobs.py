@@ -97,7 +97,8 @@ async def test_a_job_whose_worker_was_killed_runs_again_once(db: Postgres, conn,
     worker(job_heartbeat=1)
     started = time.monotonic()
     await eventually(lambda: runs(conn, job_id, "done"), within=10)
-    assert time.monotonic() - started < 5  # within a few heartbeats, not the 60 s the first run would take
+    # A new worker's start and a heartbeat or two, not the 60 s the first run would have taken.
+    assert time.monotonic() - started < 30
     # And no third run: a heartbeat more, and the job is gone from the queue, run twice, done once.
     await eventually(lambda: _gone(conn, job_id), within=5)
     assert [row["what"] for row in await runs(conn, job_id)] == ["started", "started", "done"]
