@@ -99,7 +99,7 @@ def create_app(settings: Settings) -> App:
         unverified_may_sign_in=settings.unverified_may_sign_in,
     )
     app.plugin(auth)
-    resets = Throttle(settings.reset_limit, 20, settings.sign_in_window)
+    resets = Throttle(settings.reset_limit, 20 * settings.reset_limit, settings.sign_in_window)
     app.plugin(
         Accounts(settings.public_url, verify_ttl=settings.verify_ttl, reset_ttl=settings.reset_ttl, throttle=resets)
     )

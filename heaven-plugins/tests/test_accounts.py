@@ -146,8 +146,8 @@ async def test_an_unknown_address_gets_the_same_answer_in_the_same_time_and_no_m
         await mail_to(mailbox, "known@example.com")
         times: dict[str, list[float]] = {"known@example.com": [], "nobody@example.com": []}
         answers = set()
-        for _ in range(8):
-            for address in times:
+        for turn in range(12):
+            for address in sorted(times, reverse=turn % 2 == 1):  # each first in turn
                 # Each measured with the worker idle: the mail a user's address gets is sent after the answer,
                 # and would otherwise slow whichever request it overlaps, which is not the request's own time.
                 await eventually(lambda: queue_empty(conn), within=15)
@@ -159,10 +159,11 @@ async def test_an_unknown_address_gets_the_same_answer_in_the_same_time_and_no_m
                 answers.add((response.status_code, response.content, headers))
         assert len(answers) == 1
         assert next(iter(answers))[:2] == (202, b"")
+        # A loose bound, for a busy machine: what keeps the two alike is that they run the same statements.
         known, unknown = (statistics.median(seconds) for seconds in times.values())
         assert abs(known - unknown) < 0.02, (known, unknown)
         await eventually(lambda: queue_empty(conn), within=15)
-    assert len(mailbox.to("known@example.com")) == 1 + 8
+    assert len(mailbox.to("known@example.com")) == 1 + 12
     assert mailbox.to("nobody@example.com") == []
 
 
