@@ -123,6 +123,10 @@ def test_every_manifest_and_the_rendered_base_pass_the_kubernetes_schemas(render
         assert output.count(" passed for resource ") == resources, output
 
 
+# Every workload of the base.
+PODS = [("Deployment", "web"), ("Job", "migrate"), ("Deployment", "worker"), ("Deployment", "pgbouncer")]
+
+
 def test_kustomize_renders_each_part(rendered):
     kinds = Counter(
         (obj["kind"], obj["metadata"]["labels"].get("app.kubernetes.io/component"))
@@ -137,6 +141,7 @@ def test_kustomize_renders_each_part(rendered):
             ("HorizontalPodAutoscaler", "web"): 1,
             ("PodDisruptionBudget", "web"): 1,
             ("Job", "migrate"): 1,
+            ("Deployment", "worker"): 1,
             ("Deployment", "pgbouncer"): 1,
             ("Service", "pgbouncer"): 1,
             ("PodDisruptionBudget", "pgbouncer"): 1,
@@ -148,7 +153,7 @@ def test_kustomize_renders_each_part(rendered):
 def test_every_pod_runs_as_non_root_on_a_read_only_root_filesystem(rendered):
     dockerfile = (rendered.project.path / "Dockerfile").read_text()
     image_uid = int(re.search(r"useradd .*--uid (\d+)", dockerfile)[1])
-    for kind, component in [("Deployment", "web"), ("Job", "migrate"), ("Deployment", "pgbouncer")]:
+    for kind, component in PODS:
         pod = rendered.get(kind, component)["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         # A numeric user: under runAsNonRoot the kubelet refuses an image whose user is a name.
@@ -192,7 +197,7 @@ def test_secrets_reach_the_pods_from_the_secret_alone(rendered, tmp_path):
         assert value not in rendered.text
         encoded = base64.b64encode(value.encode()).decode()
         assert [obj["kind"] for obj in rendered.objects if encoded in json.dumps(obj)] == ["Secret"]
-    for kind, component in [("Deployment", "web"), ("Job", "migrate"), ("Deployment", "pgbouncer")]:
+    for kind, component in PODS:
         for var in rendered.container(kind, component)["env"]:
             if re.search("PASSWORD|SECRET|TOKEN", var["name"]):
                 assert "secretKeyRef" in var.get("valueFrom", {}), (component, var)
@@ -357,6 +362,21 @@ def test_a_sign_up_flood_peaks_inside_the_web_pods_memory_limit(rendered, new_da
     )
     assert set(statuses) <= {201, 401, 503} and statuses[201] and statuses[401], (statuses, output[-2000:])
     assert peak <= budget <= limit, (peak, budget, limit)
+
+
+def test_the_worker_runs_the_jobs_straight_to_postgres_and_finishes_them_before_it_is_killed(rendered):
+    worker = rendered.container("Deployment", "worker")
+    pod = rendered.get("Deployment", "worker")["spec"]["template"]["spec"]
+    assert worker["command"] == ["python", "-m", f"{rendered.project.package}.worker"]
+    assert worker["image"] == rendered.container("Deployment", "web")["image"]
+    env = rendered.env(worker)
+    # LISTEN needs a session: not through PgBouncer in transaction mode.
+    assert "pgbouncer" not in env["DATABASE_URL"] and "@postgres:5432/" in env["DATABASE_URL"]
+    assert env["SMTP_TLS"] == "starttls" and env["SMTP_PORT"] == "587"
+    assert env["PUBLIC_URL"] == rendered.env(rendered.container("Deployment", "web"))["PUBLIC_URL"]
+    # A mail waits at most 10 s for the SMTP server; SIGTERM lets the jobs in hand end well before SIGKILL.
+    assert pod["terminationGracePeriodSeconds"] >= 10 + 10
+    assert rendered.get("Deployment", "worker")["spec"]["replicas"] >= 2  # one lost, the other takes its jobs
 
 
 def test_migrations_run_as_a_job_straight_to_postgres(rendered):

@@ -495,13 +495,17 @@ def await_routes(base: str, routes: list[tuple[str, str]], timeout: float = 60) 
 
 
 def check_guide(baked: list[Block]) -> None:
-    """The guide's promise: four files, the migration, the module, its registration in app.py and a test."""
+    """The guide's promise: four files, the migration, the module, its registration in app.py and a test. Its
+    last step, a job, touches only those and worker.py, where the handler is registered."""
     guided = [block.guide for block in baked if block.guide]
-    paths = set(guided)
-    assert len(guided) == len(paths) == 4, paths
-    (package,) = [path.removesuffix("/app.py") for kind, path in paths if kind == "edit"]
+    assert len(guided) == len(set(guided)), guided
+    paths = {guide for guide in guided if not guide[1].endswith("/worker.py")}
+    made = {path for kind, path in paths if kind == "file"}
+    (package,) = [path.removesuffix("/app.py") for kind, path in paths if kind == "edit" and path not in made]
     assert re.fullmatch(r"src/\w+", package), paths
-    new_files = [path for kind, path in paths if kind == "file"]
+    assert len(made) == 3 and {path for _, path in paths} == made | {f"{package}/app.py"}, paths
+    assert {path for _, path in guided} - {path for _, path in paths} <= {f"{package}/worker.py"}, guided
+    new_files = list(made)
     assert any(re.fullmatch(rf"{package}/migrations/\d{{4}}_\w+\.sql", path) for path in new_files), new_files
     assert any(re.fullmatch(r"tests/test_\w+\.py", path) for path in new_files), new_files
     assert [path for path in new_files if re.fullmatch(rf"{package}/\w+\.py", path)], new_files

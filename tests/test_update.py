@@ -162,8 +162,9 @@ OWNED = {
 
 
 def edit_as_an_owner(project: Path, package: str) -> dict[str, bytes]:
-    """The README's guide to a resource (a migration, a module, its line in app.py, a test), and lines of the
-    owner's own in users.py, settings.py and the README: {path: content} of every file so edited."""
+    """The README's guide to a resource (a migration, a module, its line in app.py, a test, and its job's line in
+    worker.py), and lines of the owner's own in users.py, settings.py and the README: {path: content} of every
+    file so edited."""
     before = {path: path.read_bytes() for path in project.rglob("*") if path.is_file() and ".git" not in path.parts}
     for block in blocks((project / "README.md").read_text(), "README.md"):
         if block.guide:
@@ -182,7 +183,7 @@ def edit_as_an_owner(project: Path, package: str) -> dict[str, bytes]:
     edited = {
         path.relative_to(project).as_posix(): content for path, content in after.items() if before.get(path) != content
     }
-    assert f"src/{package}/app.py" in edited and "pyproject.toml" in edited and len(edited) == 8, sorted(edited)
+    assert f"src/{package}/app.py" in edited and "pyproject.toml" in edited and len(edited) == 9, sorted(edited)
     return edited
 
 

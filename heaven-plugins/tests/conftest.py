@@ -3,9 +3,12 @@ served by real uvicorn, and clients signed in as an admin and as a user."""
 
 import asyncio
 import contextlib
+import email
+import email.policy
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from aiosmtpd.controller import Controller
 
 from example import MIGRATIONS, Settings, create_app
 from heaven_plugins import logs
@@ -413,3 +417,53 @@ async def pair(template) -> AsyncIterator[Callable]:
     yield make
     for node in nodes:
         node.stop("immediate")
+
+
+class WorkerProcess:
+    """tests/jobs_worker.py in a process of its own, as a project's `python -m <package>.worker` runs."""
+
+    def __init__(self, database_url: str, log: Path, **settings) -> None:
+        environ = {**os.environ, "PYTHONPATH": SOURCE, "DATABASE_URL": database_url}
+        environ.update({key.upper(): str(value) for key, value in settings.items()})
+        self.log = log
+        with log.open("wb") as output:
+            command = [sys.executable, str(Path(SOURCE) / "jobs_worker.py")]
+            self.process = subprocess.Popen(command, env=environ, stdout=output, stderr=output)
+
+    def output(self) -> str:
+        """Everything the worker printed so far: its log lines."""
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Send `sig` (unless it ended already) and wait for the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+class Mailbox:
+    """What a real SMTP server (aiosmtpd, on a thread of its own) received: each message, parsed."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+    def to(self, address: str) -> list[email.message.EmailMessage]:
+        """The messages sent to `address`, oldest first."""
+        return [message for message in self.messages if message["To"] == address]
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[tuple[Mailbox, int]]:
+    """An SMTP server on a free port of loopback for the session: its mailbox and its port."""
+    mailbox = Mailbox()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield mailbox, port
+    controller.stop()

@@ -10,18 +10,18 @@ import msgspec
 from heaven.context import Key
 from msgspec import Struct
 
-from heaven_plugins import health, logs, metrics, signin
+from heaven_plugins import health, jobs, logs, metrics, signin
 from heaven_plugins.app import App
 from heaven_plugins.config import Seconds, Size, from_env
 from heaven_plugins.cors import CORS, parse_origins
 from heaven_plugins.docs import Docs, Error, documented
 from heaven_plugins.fields import Email, Name, Page, normal_email, not_found, path_id
 from heaven_plugins.postgres import Postgres
-from heaven_plugins.signin import AUTH, USER, Auth, Password, Passwords, Throttle, admin
+from heaven_plugins.signin import ACCOUNTS, AUTH, USER, Accounts, Auth, Password, Passwords, Throttle, admin
 from heaven_plugins.web import HTTPError, public, read, read_query, send
 
 PROJECT = {"name": "Example service", "description": "What the library's tests serve.", "distribution": "example"}
-MIGRATIONS = [signin.MIGRATIONS, Path(__file__).with_name("migrations")]
+MIGRATIONS = [signin.MIGRATIONS, jobs.MIGRATIONS, Path(__file__).with_name("migrations")]
 DB: Key[Postgres] = Key("db")
 
 
@@ -55,6 +55,12 @@ class Settings(Struct, frozen=True, kw_only=True):
     sign_in_window: Seconds = 900.0
     cors_origins: str = ""
     drain_seconds: float = 0.0
+    jobs_every: Seconds = 15.0
+    public_url: str = "http://127.0.0.1:8000"
+    verify_ttl: Seconds = 3 * 86400.0
+    reset_ttl: Seconds = 3600.0
+    reset_limit: int = 3
+    unverified_may_sign_in: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -90,11 +96,23 @@ def create_app(settings: Settings) -> App:
     )
     throttle = Throttle(settings.sign_in_limit, settings.sign_in_address_limit, settings.sign_in_window)
     secrets = [secret.strip() for secret in settings.token_secret.split(",") if secret.strip()]
-    app.plugin(Auth(secrets, token_ttl=settings.token_ttl, passwords=passwords, throttle=throttle))
+    auth = Auth(
+        secrets,
+        token_ttl=settings.token_ttl,
+        passwords=passwords,
+        throttle=throttle,
+        unverified_may_sign_in=settings.unverified_may_sign_in,
+    )
+    app.plugin(auth)
+    resets = Throttle(settings.reset_limit, 20 * settings.reset_limit, settings.sign_in_window)
+    app.plugin(
+        Accounts(settings.public_url, verify_ttl=settings.verify_ttl, reset_ttl=settings.reset_ttl, throttle=resets)
+    )
     app.plugin(CORS(parse_origins(settings.cors_origins)))
     if settings.metrics:
         app.plugin(metrics)
     app.plugin(health.Health(drain=settings.drain_seconds))
+    app.plugin(jobs.Jobs(settings.jobs_every))
     app.GET("/users", list_users)
     app.POST("/users", create_user)
     app.GET("/users/me", get_account)
@@ -161,7 +179,10 @@ async def create_user(req, res, ctx):
     password_hash = await ctx.peek(AUTH).passwords.hash(new.password)
     insert = f"INSERT INTO users (email, name, password_hash) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
     try:
-        user = await ctx.peek(DB).fetchrow(insert, new.email, new.name, password_hash, bind=User)
+        # The user and the mail of their verification link: both, or neither.
+        async with ctx.peek(DB).transaction() as tx:
+            user = await tx.fetchrow(insert, new.email, new.name, password_hash, bind=User)
+            await ctx.peek(ACCOUNTS).send_verification(tx, user.id, user.email)
     except asyncpg.UniqueViolationError:
         raise HTTPError(409, "conflict", f"a user with email {new.email!r} already exists", "email") from None
     res.headers = "Location", f"/users/{user.id}"

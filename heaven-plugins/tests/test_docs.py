@@ -53,6 +53,9 @@ async def test_each_operation_says_which_token_it_needs(client):
     assert {key: needs[key] for key in needs if key[1].startswith(("/users", "/auth", "/health"))} == {
         ("POST", "/users"): public,
         ("POST", "/auth/token"): public,
+        ("POST", "/auth/verify"): public,
+        ("POST", "/auth/password-reset"): public,
+        ("POST", "/auth/password-reset/complete"): public,
         ("GET", "/health"): public,
         ("GET", "/health/live"): public,
         ("DELETE", "/auth/token"): user,

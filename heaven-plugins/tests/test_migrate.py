@@ -65,14 +65,21 @@ async def test_a_failing_file_leaves_no_trace_and_stops_the_run(scratch):
         await conn.close()
 
 
-async def test_sign_ins_migrations_are_applied_in_name_order_with_the_projects(migrated):
+async def test_the_plugins_migrations_are_applied_in_name_order_with_the_projects(migrated):
     conn = await asyncpg.connect(migrated)
     try:
         names = [
             row["name"] for row in await conn.fetch("SELECT name FROM schema_migrations ORDER BY applied_at, name")
         ]
-        # The example's 0001_users.sql first, though its folder comes after sign-in's in MIGRATIONS.
-        assert names == ["0001_users.sql", "0002_sign_in.sql", "0003_sign_in_counts.sql"]
+        # The example's 0001_users.sql first, though its folder comes after sign-in's and the jobs' in MIGRATIONS.
+        expected = [
+            "0001_users.sql",
+            "0002_sign_in.sql",
+            "0003_sign_in_counts.sql",
+            "0004_jobs.sql",
+            "0005_accounts.sql",
+        ]
+        assert names == [*expected, "0009_job_runs.sql"]
         assert await conn.fetchval("SELECT to_regclass('users')") == "users"
         assert await conn.fetchval("SELECT to_regclass('sign_in_counts')") == "sign_in_counts"
     finally:

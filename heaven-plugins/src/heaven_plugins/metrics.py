@@ -24,6 +24,8 @@ from .postgres import postgres_of
 from .web import public
 
 ROUTE = "/metrics"
+# The plugin on its app, `app.peek(PLUGIN)`: other plugins add their own figures to its registry (jobs).
+PLUGIN = "metrics"
 # No `_created` series beside each counter and histogram: a timestamp per series that dashboards do not use.
 disable_created_metrics()
 # Latency buckets in seconds: most answers here take a millisecond or two.
@@ -81,6 +83,7 @@ class Metrics:
         """Count every request `app` answers, serve GET /metrics, and in multiprocess mode share the
         counts once a second."""
         self._app = app
+        app.keep(PLUGIN, self)
         app.observe(self.observe)
 
         @public  # scraped without signing in

@@ -1,5 +1,5 @@
-"""The service: settings, the Postgres, sign-in, CORS and metrics plugins and the routes, put together. Serve it with
-`uvicorn {{ cookiecutter.package_name }}.app:app`."""
+"""The service: settings, the Postgres, sign-in, accounts, jobs, CORS and metrics plugins and the routes, put
+together. Serve it with `uvicorn {{ cookiecutter.package_name }}.app:app`."""
 
 import gc
 from pathlib import Path
@@ -9,10 +9,12 @@ from heaven_plugins.app import App
 from heaven_plugins.cors import CORS, parse_origins
 from heaven_plugins.docs import Docs, read_project
 from heaven_plugins.health import Health
+from heaven_plugins.jobs import Jobs
 from heaven_plugins.postgres import Postgres
 from heaven_plugins.signin import Auth, Passwords, Throttle
 
 from . import users
+from .accounts import accounts
 from .resources import DB
 from .settings import Settings
 
@@ -58,8 +60,11 @@ def create_app(settings: Settings) -> App:
                 wait=settings.hash_wait,
             ),
             throttle=Throttle(settings.sign_in_limit, settings.sign_in_address_limit, settings.sign_in_window),
+            unverified_may_sign_in=settings.unverified_may_sign_in,
         )
     )
+    app.plugin(accounts(settings))
+    app.plugin(Jobs(settings.jobs_every))
     app.plugin(CORS(parse_origins(settings.cors_origins)))
     if settings.metrics:
         app.plugin(metrics)

@@ -62,6 +62,32 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Origins whose pages browsers may let call the API (comma-separated); empty, no CORS at all.
     cors_origins: str = ""
 
+    # Accounts (heaven_plugins.signin.accounts). Links in mail are PUBLIC_URL + /verify?token=... and
+    # /reset-password?token=...: pages of the front end, which POST the token back.
+    public_url: str = "http://127.0.0.1:8000"
+    # Seconds a verification link, and a password reset link, works.
+    verify_ttl: Seconds = 3 * 86400.0
+    reset_ttl: Seconds = 3600.0
+    # Resets asked for per email from one client address, in each SIGN_IN_WINDOW; then 429.
+    reset_limit: Annotated[int, msgspec.Meta(ge=1)] = 3
+    # false: a user signs in only once their address is verified.
+    unverified_may_sign_in: bool = True
+    # Mail (heaven_plugins.mail), sent by the worker: the SMTP server, its TLS ("starttls" on 587, "tls" on
+    # 465, "none" for a server on this machine or in compose, such as Mailpit), credentials, and the sender.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1025
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    mail_from: str = "{{ cookiecutter.project_slug }} <noreply@example.com>"
+    # The worker (heaven_plugins.jobs): jobs run at once, tries of a failing one (then it is held as failed),
+    # and seconds after which a job whose worker died is run again.
+    job_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 4
+    job_attempts: Annotated[int, msgspec.Meta(ge=1)] = 5
+    job_heartbeat: Seconds = 30.0
+    # Seconds between two reads of the job queue's figures for /metrics.
+    jobs_every: Seconds = 15.0
+
     def __post_init__(self) -> None:
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("POOL_MIN_SIZE is greater than POOL_MAX_SIZE")

@@ -6,7 +6,7 @@ from typing import Annotated
 import msgspec
 from heaven_plugins.docs import Error, documented
 from heaven_plugins.fields import Email, Name, Page, normal_email, not_found, path_id
-from heaven_plugins.signin import AUTH, USER, VOID_USER_TOKENS, Password, admin, client_address
+from heaven_plugins.signin import ACCOUNTS, AUTH, USER, VOID_USER_TOKENS, Password, admin, client_address
 from heaven_plugins.web import HTTPError, public, read, read_query, send
 from msgspec import UNSET, Meta, Struct, UnsetType
 
@@ -111,11 +111,15 @@ async def get_user(req, res, ctx):
 @public
 @documented(body=NewUser, responses={201: User, 400: Error, 409: Error, 413: Error, 422: Error})
 async def create_user(req, res, ctx):
-    """Sign up: 201 with the user, 409 if the email is taken. Then POST /auth/token to sign in."""
+    """Sign up: 201 with the user, 409 if the email is taken. A link that verifies the address is mailed to it
+    (POST /auth/verify). Then POST /auth/token to sign in."""
     new = read(req, decode_new_user)
     password_hash = await ctx.peek(AUTH).passwords.hash(new.password)
-    # A taken email is a unique violation, which the Postgres plugin answers 409 naming the field.
-    user = await ctx.peek(DB).fetchrow(INSERT_USER, new.email, new.name, new.is_active, password_hash, bind=User)
+    # The user and the mail of their link: both or neither. A taken email is a unique violation, which the
+    # Postgres plugin answers 409 naming the field.
+    async with ctx.peek(DB).transaction() as tx:
+        user = await tx.fetchrow(INSERT_USER, new.email, new.name, new.is_active, password_hash, bind=User)
+        await ctx.peek(ACCOUNTS).send_verification(tx, user.id, user.email)
     res.headers = "Location", f"/users/{user.id}"
     send(res, user, 201)
 

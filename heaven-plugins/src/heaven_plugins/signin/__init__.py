@@ -15,14 +15,19 @@ failed sign-ins, on the project's `users` table.
 
 The project's `users` table has `id`, `email` and `is_active`; sign-in's migrations (MIGRATIONS) add
 `password_hash` and `is_admin` to it, triggers that void a user's tokens when they change, and tables of
-their own (revoked tokens, token cutoffs, failure counts). They are applied in name order with the
-project's own (heaven_plugins.migrate).
+their own (revoked tokens, token cutoffs, failure counts), then `is_verified` and the links' tokens
+(0005). They are applied in name order with the project's own (heaven_plugins.migrate).
+
+`app.plugin(Accounts(public_url, ...))`, after Auth, adds the links that verify an address and reset a
+password (accounts.py): POST /auth/verify, POST /auth/password-reset and its /complete; the mail goes
+through the jobs and mail plugins.
 """
 
 from pathlib import Path
 
+from .accounts import RESET_JOB, Accounts
 from .guard import Guard, admin, client_address
-from .keys import AUTH, USER
+from .keys import ACCOUNTS, AUTH, USER
 from .passwords import Password, Passwords, PasswordsBusy
 from .plugin import Auth
 from .throttle import DELETE_ACCOUNT_COUNT, DELETE_PAIR_COUNTS, Throttle, TooManyAttempts
@@ -32,12 +37,15 @@ from .tokens import VOID_USER_TOKENS, Principal, Tokens
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 __all__ = [
+    "ACCOUNTS",
     "AUTH",
     "DELETE_ACCOUNT_COUNT",
     "DELETE_PAIR_COUNTS",
     "MIGRATIONS",
+    "RESET_JOB",
     "USER",
     "VOID_USER_TOKENS",
+    "Accounts",
     "Auth",
     "Guard",
     "Password",

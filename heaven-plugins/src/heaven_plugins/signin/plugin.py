@@ -30,7 +30,8 @@ HOUSEKEEPING_EVERY = 60.0  # seconds between two sweeps of expired revocations a
 # it would outlive the change. The clock is Postgres's, as the cutoffs' are.
 SELECT_SIGN_IN = """
 WITH signing_in AS MATERIALIZED (
-    SELECT id, email, password_hash, is_active, is_admin FROM users WHERE lower(email) = lower($1) FOR SHARE
+    SELECT id, email, password_hash, is_active, is_admin, is_verified FROM users
+    WHERE lower(email) = lower($1) FOR SHARE
 )
 SELECT *, extract(epoch FROM clock_timestamp())::float8 AS now FROM signing_in
 """
@@ -60,8 +61,11 @@ class Auth:
         token_ttl: float = 3600.0,
         passwords: Passwords | None = None,
         throttle: Throttle | None = None,
+        unverified_may_sign_in: bool = True,
     ) -> None:
         self._secrets = list(secrets)
+        # False: a user signs in only once their address is verified (heaven_plugins.signin.accounts).
+        self.unverified_may_sign_in = unverified_may_sign_in
         self.ttl = token_ttl
         self.passwords = passwords or Passwords()
         self.throttle = throttle or Throttle()

@@ -8,7 +8,7 @@ from msgspec import Meta, Struct
 
 from ..docs import Error, documented
 from ..fields import Email, normal_email
-from ..web import public, read, send
+from ..web import HTTPError, public, read, send
 from .guard import client_address, unauthorized
 from .keys import AUTH, USER
 from .tokens import INSERT_REVOCATION
@@ -37,20 +37,25 @@ decode_credentials = msgspec.json.Decoder(Credentials).decode
 
 
 @public
-@documented(body=Credentials, responses={200: Token, 400: Error, 401: Error, 413: Error, 422: Error, 429: Error})
+@documented(
+    body=Credentials, responses={200: Token, 400: Error, 401: Error, 403: Error, 413: Error, 422: Error, 429: Error}
+)
 async def create_token(req, res, ctx):
     """Sign in: a bearer token for this email and password.
 
     An unknown email and a wrong password get the same 401, in about the same time. Repeated
     failures get 429 with `Retry-After`: from one address, for one account from one address, and
     for one account from every address it was never signed in from; an address it was signed in
-    from is not locked out by guesses made elsewhere.
+    from is not locked out by guesses made elsewhere. Where only verified addresses may sign in, the
+    right password of an unverified one gets 403.
     """
     credentials = read(req, decode_credentials)
     auth = ctx.peek(AUTH)
     user = await auth.check_password(auth.db, credentials.email, credentials.password, client_address(req))
     if user is None:
         raise unauthorized("invalid_credentials", "wrong email or password", "Bearer")
+    if not (auth.unverified_may_sign_in or user["is_verified"]):
+        raise HTTPError(403, "unverified", "verify your address first: follow the link mailed to it", "email")
     token, principal = auth.tokens.issue(user["id"], user["is_admin"], user["now"])
     expires_at = datetime.fromtimestamp(principal.issued_at + auth.ttl, UTC)
     send(res, Token(token, "bearer", expires_at))
