@@ -274,3 +274,17 @@ async def _asgi(app, method: str, path: str, query: bytes) -> tuple:
     start, *bodies = sent
     headers = [(name.lower(), value) for name, value in start["headers"] if name.lower() != b"x-request-id"]
     return start["status"], headers, b"".join(body.get("body", b"") for body in bodies)
+
+
+async def test_two_host_headers_are_a_json_400(serve, migrated):
+    # RFC 9112 3.2. Heaven reads the two as a list and fails on it (a 500, and a traceback in the log).
+    url = httpx.URL(await serve(migrated))
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(b"GET /health HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert b'"error":"malformed_header"' in answer and b"more than one Host header" in answer, answer
+    assert b"x-request-id: " in answer.lower(), answer

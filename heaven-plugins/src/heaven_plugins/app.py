@@ -138,7 +138,9 @@ class App(Router):
         try:
             headers = decoded_headers(scope)
         except UnicodeDecodeError:
-            return await _malformed_header(send)
+            return await _malformed_header(send, "a header is not UTF-8")
+        if type(headers.get("host")) is list:
+            return await _malformed_header(send, MANY_HOSTS)
         if not self._baked:
             self._bake_schemas()
         res = await self._routes.handle(scope, receive, send, (DEFAULT, headers), self)
@@ -158,6 +160,8 @@ class App(Router):
             await asyncio.gather(*[deferred(self) for deferred in res._deferred])
 
     async def _through_heaven(self, scope, receive, send):
+        if scope["type"] == "http" and [name for name, _ in scope["headers"] if name == b"host"][1:]:
+            return await _malformed_header(send, MANY_HOSTS)  # Heaven would fail on it: a 500
         try:
             return await super().__call__(scope, receive, send)
         except UnicodeDecodeError:
@@ -165,7 +169,7 @@ class App(Router):
             # bytes, and one such header would be a 500 for the client and a traceback in the log.
             if scope["type"] != "http" or not _undecodable_header(scope):
                 raise
-        await _malformed_header(send)
+        await _malformed_header(send, "a header is not UTF-8")
 
     async def _lifespan(self, receive, send) -> None:
         await receive()  # lifespan.startup
@@ -206,8 +210,12 @@ def decoded_headers(scope) -> dict[str, Any]:
     return headers
 
 
-async def _malformed_header(send) -> None:
-    error = {"error": "malformed_header", "detail": "a header is not UTF-8"}
+# RFC 9112 3.2: a request with more than one Host header is answered 400.
+MANY_HOSTS = "more than one Host header"
+
+
+async def _malformed_header(send, detail: str) -> None:
+    error = {"error": "malformed_header", "detail": detail}
     headers = [(b"content-type", b"application/json"), (b"x-request-id", ids.new_request_id().encode())]
     await send({"type": "http.response.start", "status": 400, "headers": headers})
     await send({"type": "http.response.body", "body": _encode(error)})

@@ -5,7 +5,7 @@ from inspect import iscoroutinefunction
 from time import perf_counter
 from typing import Any
 
-from heaven.constants import HEAD
+from heaven.constants import HEAD, SOCKET
 from heaven.context import Context
 from heaven.errors import AbortException
 from heaven.request import Request
@@ -91,6 +91,8 @@ class JSONRoutes(Routes):
         r = Request(scope, b"", receive, metadata, application)
         c = _context(application, self.provided)
         w = Response(context=c, app=application, request=r)
+        if method == SOCKET:  # Heaven's method name for websocket routes, sent over HTTP: no HTTP route's
+            return self.unmatched(scope, method, path, w)
         # A path that is a route with neither parameter nor wildcard is matched by its name: the tree
         # walk would end on it (a segment of its own wins over a parameter at every step).
         handler = self.cache[method].get(path) if method in self.cache else None
