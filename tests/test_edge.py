@@ -229,8 +229,9 @@ def test_the_app_sees_the_address_the_proxy_saw_and_never_the_one_a_client_claim
     for response in (through, kept, direct):
         assert logged(app, response.headers["x-request-id"])["client"] == CLIENT
     assert CLAIMED not in app.output
-    # The proxy's log line carries the same id.
+    # The proxy's log line carries the id the app logged: its own, or the client's.
     assert through.headers["x-request-id"] in "".join(proxy.lines)
+    assert "client-chosen-id-1" in "".join(proxy.lines)
 
 
 def test_without_the_setting_no_one_is_believed_not_even_a_client_on_loopback(default_project, migrated, service):
@@ -276,7 +277,7 @@ def test_the_shipped_config_is_valid_and_compose_runs_it_in_front_of_three_drain
     assert proxy["profiles"] == app["profiles"] == ["edge"] and "edge" in services["pgbouncer"]["profiles"]
     assert proxy["image"].startswith("haproxy:2.6")  # the branch the tests above ran
     assert "./deploy/haproxy:/usr/local/etc/haproxy:ro" in proxy["volumes"]
-    bind = re.search(r'^\s*bind "\$\{EDGE_BIND-:(\d+)\}"$', config, re.M)[1]
+    bind = re.search(r'^\s*bind "\$\{EDGE_BIND-:(\d+)\}" proto h1$', config, re.M)[1]
     assert proxy["ports"] == [f"127.0.0.1:{bind}:{bind}"]
     # The replicas the proxy finds through Docker's DNS: as many slots as replicas.
     template = re.search(r"^\s*server-template app 1-(\d+) app-edge:8000 ", config, re.M)

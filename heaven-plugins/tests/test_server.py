@@ -208,3 +208,11 @@ def test_bounds_that_make_no_sense_stop_the_server_naming_them():
     with pytest.raises(SystemExit, match="HTTP_HEADER_TIMEOUT"):
         Limits.from_env({"HTTP_HEADER_TIMEOUT": "0"}, env_file=None)
     assert Limits.from_env({"HTTP_MAX_CONNECTIONS": "7"}, env_file=None).http_max_connections == 7
+
+
+@pytest.mark.parametrize("value", ["*", "localhost", "10.0.0.0/33", "127.0.0.1, *"])
+def test_forwarded_allow_ips_takes_addresses_and_networks_alone(value):
+    # `*` would believe every client's claim; a typo, no one's (each client then the proxy's one address).
+    with pytest.raises(SystemExit, match="FORWARDED_ALLOW_IPS"):
+        Limits.from_env({"FORWARDED_ALLOW_IPS": value}, env_file=None)
+    assert Limits.from_env({"FORWARDED_ALLOW_IPS": "10.0.0.0/8, ::1, 127.0.0.1"}, env_file=None)

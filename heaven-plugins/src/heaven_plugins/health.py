@@ -21,8 +21,8 @@ DRAINING: Key[bool] = Key("heaven_plugins.health.draining")
 WITHIN = 0.8
 
 
-class Health(Struct):
-    """Whether the service can serve requests, and what its database answers."""
+class Readiness(Struct):
+    """Whether the service can serve requests, and what its database answers (GET /health)."""
 
     # ok, degraded (read-only: reads work), busy (the pool is exhausted), unavailable, or draining (stopping: a
     # proxy should send no more requests)
@@ -49,7 +49,7 @@ class Live(Struct):
 
 
 @public
-@documented(responses={200: Health, 503: Health})
+@documented(responses={200: Readiness, 503: Readiness})
 async def check_health(req, res, ctx):
     """Readiness: 200 while Postgres answers (`degraded` when it is read-only, as reads still work);
     503 when it does not (`unavailable`) or when every pool connection is taken and requests are

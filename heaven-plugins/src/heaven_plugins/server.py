@@ -14,6 +14,7 @@ request that arrives whole (most do) costs one check, and only one that does not
 """
 
 import asyncio
+import ipaddress
 import logging
 import time
 from pathlib import Path
@@ -44,6 +45,15 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     # Comma-separated addresses or networks of the proxies whose X-Forwarded-For and X-Forwarded-Proto
     # are believed (uvicorn's own variable). Empty, none: a client is the address it connects from.
     forwarded_allow_ips: str = ""
+
+    def __post_init__(self) -> None:
+        # Each entry an address or a network: uvicorn would take `*` as every client (each could then claim any
+        # address), and a typo as a name no peer ever has (each client then the proxy's one address).
+        for entry in filter(None, (part.strip() for part in self.forwarded_allow_ips.split(","))):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"FORWARDED_ALLOW_IPS: {entry!r} is not an address or a network") from None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, env_file: Path | None = Path(".env")) -> "Limits":

@@ -57,8 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sign_in_window: Seconds = 900.0
     # Seconds between SIGTERM and the listener closing, while /health answers 503 `draining` so that a proxy that
     # checks it sends no more requests (heaven_plugins.health.Health); longer than the proxy takes to mark a server
-    # down. 0: stop at once, as with nothing in front (deploy/haproxy: 3).
-    drain_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    # down. 0: stop at once, as with nothing in front (deploy/haproxy: 3). At most 300: SIGTERM must end a process.
+    drain_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 0.0
     # Origins whose pages browsers may let call the API (comma-separated); empty, no CORS at all.
     cors_origins: str = ""
 
