@@ -308,7 +308,8 @@ def test_the_ingress_mirrors_the_shipped_config_and_the_rollout_never_drops_belo
         assert line in snippet and re.search(rf"^\s*{line}$", config, re.M), line
     assert "http-request disable-l7-retry unless METH_GET || METH_OPTIONS" in snippet
     assert "http-request del-header X-Forwarded-For" in snippet
-    # The pod's preStop sleep outlasts the proxy's marking it down, as DRAIN_SECONDS does in compose.
+    # The pod's preStop sleep (while the controller drops it from the endpoints; its /health is still 200) is no
+    # shorter than the checks take to mark a dead pod down: the margin DRAIN_SECONDS gives in compose.
     interval = seconds(notes["haproxy.org/check-interval"])
     fall = int(re.search(r"\bfall (\d+)", notes["haproxy.org/backend-config-snippet"])[1])
     fastinter = seconds(re.search(r"\bfastinter (\S+)", notes["haproxy.org/backend-config-snippet"])[1])
