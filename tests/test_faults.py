@@ -127,9 +127,11 @@ def connections_to(pid: int, port: int) -> int:
     return sum(f"pid={pid}," in line for line in listing.splitlines())
 
 
-# A TCP payload that starts with "Q", a simple-protocol query: of what the service sends, only the pool's reset of
-# a connection given back, when it gets one (asyncpg's queries, and the plugin's probes, use the extended protocol).
-SIMPLE_QUERY = ("@ih,0,8", "0x51")
+# A TCP payload that is a simple-protocol query ("Q", its length, its text) whose text begins "SELE": the pool's
+# reset of a connection given back, when it gets one (asyncpg's "SELECT pg_advisory_unlock_all(); CLOSE ALL; ...").
+# asyncpg's queries and the plugin's probes use the extended protocol; a transaction's BEGIN and COMMIT (a sign-up
+# and the mail it queues) are simple queries too, and go on.
+SIMPLE_QUERY = ("@ih,0,8", "0x51", "@ih,40,32", "0x53454c45")
 
 
 def lines_of(svc, since: int, until: int | None = None) -> list[str]:

@@ -51,8 +51,10 @@ def _no_content(res) -> None:
 @public
 @documented(body=Verification, responses={204: None, 400: Error, 413: Error, 422: Error})
 async def verify_address(req, res, ctx):
-    """Verify your address with the token of the link mailed at sign-up: single use; 400 if it is unknown,
-    used already or expired."""
+    """Verify an address.
+
+    With the token of the link mailed at sign-up: single use; 400 if it is unknown, used already or expired.
+    """
     body = read(req, decode_verification)
     await ctx.peek(ACCOUNTS).verify(ctx.peek(AUTH).db, body.token)
     _no_content(res)
@@ -61,10 +63,11 @@ async def verify_address(req, res, ctx):
 @public
 @documented(body=ResetRequest, responses={202: None, 400: Error, 413: Error, 422: Error, 429: Error})
 async def request_reset(req, res, ctx):
-    """Ask for a link that sets a new password, mailed to the address if it is an active user's.
+    """Ask for a password reset link.
 
-    The answer is 202, the same and in about the same time whether the address is a user's or not, so it
-    tells nobody which addresses have accounts. Repeated requests get 429 with `Retry-After`.
+    It is mailed to the address if the address is an active user's. The answer is 202, the same and in about
+    the same time whether the address is a user's or not, so it tells nobody which addresses have accounts.
+    Repeated requests get 429 with `Retry-After`.
     """
     body = read(req, decode_reset_request)
     accounts = ctx.peek(ACCOUNTS)
@@ -79,8 +82,11 @@ async def request_reset(req, res, ctx):
 @public
 @documented(body=Reset, responses={204: None, 400: Error, 413: Error, 422: Error, 503: Error})
 async def complete_reset(req, res, ctx):
-    """Set a new password with the token of a reset link: single use, void once the password changed; every
-    token the user was issued stops working (in every process within 5 s). 400 for a token not live."""
+    """Set a new password with a reset link's token.
+
+    The token is single use, void once the password changed; every token the user was issued stops working
+    (in every process within 5 s). 400 for a token not live.
+    """
     body = read(req, decode_reset)
     auth, accounts = ctx.peek(AUTH), ctx.peek(ACCOUNTS)
     await accounts.check_reset(auth.db, body.token)  # a password is hashed only for a live link
