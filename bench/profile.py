@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+import instructions
 import prepare
 
 N = 1_000  # times each layer runs
@@ -135,22 +136,7 @@ async def _layers() -> None:
     headers.append((b"authorization", os.environ["BENCH_AUTHORIZATION"].encode()))
 
     def scope() -> dict:
-        # As bench/instructions.py drives every contender.
-        return {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": PATH,
-            "raw_path": PATH.encode(),
-            "query_string": QUERY,
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 40000),
-            "server": ("127.0.0.1", 8000),
-            "state": {},
-        }
+        return instructions.request_scope(PATH, QUERY, headers, {})  # as instructions.py drives every contender
 
     statuses: collections.Counter = collections.Counter()
 

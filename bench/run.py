@@ -13,8 +13,6 @@ Results go to bench/results/.
 
 import argparse
 import asyncio
-import contextlib
-import hashlib
 import importlib
 import json
 import os
@@ -56,13 +54,16 @@ def main() -> int:
         os.execv(python, [str(python), __file__, *sys.argv[1:]])
 
     # Only now, inside the venv, can the rest of the harness be imported.
+    import agreement
     import contenders
     import database
     import instructions
     import load
     import micro_bind
+    import paired
     import report
     import signin
+    import summary
 
     started = time.perf_counter()
     out = Path(args.out).resolve()
@@ -102,8 +103,10 @@ def main() -> int:
             env = {**os.environ, **contender.env(dsn, POOL_SIZE)}
             with start_server(contender, env, scratch) as server:
                 server.wait_ready(ENDPOINTS["by id"])
-                bodies[contender.name] = {path: fetch_ok(server, path) for path in AGREEMENT_PATHS}
-                answers[contender.name] = {path: sha256(body) for path, body in bodies[contender.name].items()}
+                bodies[contender.name] = {path: agreement.fetch_ok(server, path) for path in AGREEMENT_PATHS}
+                answers[contender.name] = {
+                    path: agreement.sha256(body) for path, body in bodies[contender.name].items()
+                }
                 for endpoint in dict(cells):
                     load.wrk(wrk_path, server.url(ENDPOINTS[endpoint]), 32, warmup, LOAD_CORE, script)
                 for endpoint, connections in cells:
@@ -127,7 +130,7 @@ def main() -> int:
                         flush=True,
                     )
 
-    paired = paired_headline(
+    pairs = paired.paired_headline(
         chosen,
         dsn,
         scratch,
@@ -136,10 +139,10 @@ def main() -> int:
         rounds=1 if args.smoke else args.paired_rounds,
         duration=duration,
     )
-    defaults_ = price_defaults(
+    defaults_ = paired.price_defaults(
         dsn, scratch, wrk_path, script, rounds=1 if args.smoke else args.paired_rounds, duration=duration
     )
-    agreement = agree(bodies, contenders.BAKED.name)
+    mismatches = agreement.agree(bodies, contenders.BAKED.name)
     cold = cold_start(
         contenders.BAKED, {**os.environ, **contenders.BAKED.env(dsn, POOL_SIZE)}, scratch, times=1 if args.smoke else 5
     )
@@ -191,7 +194,7 @@ def main() -> int:
         f"{sign_in['argon2']}: hash {sign_in['argon2_hash_ms']} ms, verify {sign_in['argon2_verify_ms']} ms",
         flush=True,
     )
-    summary = summarize(runs)
+    summarized = summary.summarize(runs)
     results = {
         "machine": machine(wrk_path),
         "config": {
@@ -207,18 +210,18 @@ def main() -> int:
             "headline": {"endpoint": HEADLINE[0], "connections": HEADLINE[1]},
         },
         "contenders": {c.name: c.label for c in chosen},
-        "agreement": {"identical": not agreement, "mismatches": agreement, "sha256": answers},
+        "agreement": {"identical": not mismatches, "mismatches": mismatches, "sha256": answers},
         "runs": runs,
-        "summary": summary,
-        "ratios": ratios(summary, contenders),
-        "paired": paired,
+        "summary": summarized,
+        "ratios": summary.ratios(summarized, contenders),
+        "paired": pairs,
         "defaults": defaults_,
         "cold_start_seconds": cold,
         "micro_bind_ms": micro,
         "instructions": counted,
         "sign_in": sign_in,
         "errors": sum(run["errors"] for run in runs)
-        + sum(run["errors"] for run in paired["runs"])
+        + sum(run["errors"] for run in pairs["runs"])
         + sum(run["errors"] for default in defaults_.values() for run in default["runs"]),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
@@ -226,11 +229,11 @@ def main() -> int:
     report.write(results, out)
     print(report.ratios_text(results))
     print(f"bench: wrote {out}/results.json, results.md, chart.png in {results['wall_seconds']} s")
-    if agreement:
-        print(f"bench: FAILED, answers differ: {agreement}", file=sys.stderr)
+    if mismatches:
+        print(f"bench: FAILED, answers differ: {mismatches}", file=sys.stderr)
     if results["errors"]:
         print(f"bench: FAILED, {results['errors']} errors: those runs are invalid", file=sys.stderr)
-    return 1 if agreement or results["errors"] else 0
+    return 1 if mismatches or results["errors"] else 0
 
 
 def parse_args() -> argparse.Namespace:
@@ -248,79 +251,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def paired_headline(chosen, dsn: str, scratch: Path, wrk_path: str, script: Path, rounds: int, duration: int) -> dict:
-    """The headline cell again, for its ratios: every contender's server up at once (all on the
-    server core; an idle one costs nothing), and each round times each of them back to back.
-
-    A ratio is taken within a round, between runs seconds apart, so the drift of a noisy machine
-    over minutes, which the rounds above spread across contenders, mostly cancels out.
-    """
-    import contenders
-    import load
-
-    endpoint, connections = HEADLINE
-    runs = []
-    with contextlib.ExitStack() as stack:
-        servers = {
-            c.name: stack.enter_context(start_server(c, {**os.environ, **c.env(dsn, POOL_SIZE)}, scratch))
-            for c in chosen
-        }
-        for server in servers.values():
-            server.wait_ready(ENDPOINTS[endpoint])
-            load.wrk(wrk_path, server.url(ENDPOINTS[endpoint]), connections, 1, LOAD_CORE, script)
-        for round_ in range(rounds):
-            shift = round_ % len(chosen)
-            for contender in chosen[shift:] + chosen[:shift]:
-                server = servers[contender.name]
-                run = load.measure(
-                    wrk_path, server.url(ENDPOINTS[endpoint]), connections, duration, LOAD_CORE, script, server.pid
-                )
-                runs.append({"round": round_, "contender": contender.name, **run.to_json()})
-    by_round = {(r["round"], r["contender"]): r for r in runs}
-    baked = contenders.BAKED.name
-    ratios_ = {
-        c.name: {
-            "rps": spread([by_round[i, baked]["rps"] / by_round[i, c.name]["rps"] for i in range(rounds)]),
-            "cpu": spread(
-                [
-                    by_round[i, c.name]["cpu_us_per_request"] / by_round[i, baked]["cpu_us_per_request"]
-                    for i in range(rounds)
-                ]
-            ),
-        }
-        for c in chosen
-        if c.name != baked and baked in servers
-    }
-    print(f"paired headline, {rounds} rounds: baked vs each (rps, CPU): ", end="")
-    print(", ".join(f"{name} {r['rps']['median']:.2f}x {r['cpu']['median']:.2f}x" for name, r in ratios_.items()))
-    return {"endpoint": endpoint, "connections": connections, "rounds": rounds, "runs": runs, "ratios": ratios_}
-
-
-def price_defaults(dsn: str, scratch: Path, wrk_path: str, script: Path, rounds: int, duration: int) -> dict:
-    """The access line's and /metrics' share of a request in the headline cell, each turned off and on in one
-    process of the service as shipped (defaults.py)."""
-    import contenders
-    import defaults
-    import load
-
-    endpoint, connections = HEADLINE
-    toggled = contenders.BAKED_TOGGLED
-    with start_server(toggled, {**os.environ, **toggled.env(dsn, POOL_SIZE)}, scratch) as server:
-        server.wait_ready(ENDPOINTS[endpoint])
-        load.wrk(wrk_path, server.url(ENDPOINTS[endpoint]), connections, 1, LOAD_CORE, script)
-        priced = defaults.measure(
-            server, wrk_path, server.url(ENDPOINTS[endpoint]), connections, LOAD_CORE, script, rounds, duration
-        )
-    print("defaults priced in one process (share of a request, rps and CPU): ", end="")
-    print(
-        ", ".join(
-            f"{name} {d['rps_share']['median']:.1%} {d['cpu_share']['median']:.1%}" for name, d in priced.items()
-        ),
-        flush=True,
-    )
-    return priced
-
-
 def start_server(contender, env: dict, scratch: Path):
     from servers import Server
 
@@ -333,41 +263,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def fetch_ok(server, path: str) -> bytes:
-    status, body = server.get(path)
-    if status != 200:
-        raise RuntimeError(f"{server.contender.name} answered {status} to GET {path}: {body[:200]!r}")
-    return body
-
-
-def sha256(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
-
-
-def agree(bodies: dict[str, dict[str, bytes]], reference: str) -> list[dict]:
-    """Where a contender's bytes differ from the reference's: path, offset and a few bytes either side."""
-    mismatches = []
-    reference = reference if reference in bodies else next(iter(bodies))
-    for name, answers in bodies.items():
-        for path, body in answers.items():
-            expected = bodies[reference][path]
-            if body != expected:
-                at = next(
-                    (i for i, (a, b) in enumerate(zip(body, expected, strict=False)) if a != b),
-                    min(len(body), len(expected)),
-                )
-                mismatches.append(
-                    {
-                        "contender": name,
-                        "path": path,
-                        "offset": at,
-                        "got": body[max(0, at - 20) : at + 20].decode(errors="replace"),
-                        "expected": expected[max(0, at - 20) : at + 20].decode(errors="replace"),
-                    }
-                )
-    return mismatches
-
-
 def cold_start(contender, env: dict, scratch: Path, times: int) -> dict:
     """Seconds from process start to the first 200 on /health, `times` times."""
     seconds = []
@@ -375,45 +270,6 @@ def cold_start(contender, env: dict, scratch: Path, times: int) -> dict:
         with start_server(contender, env, scratch) as server:
             seconds.append(round(server.wait_ready("/health"), 3))
     return {"path": "/health", "contender": contender.name, **spread(seconds), "each": seconds}
-
-
-def summarize(runs: list[dict]) -> list[dict]:
-    """Per contender, endpoint and connection count: the median of the rounds, with min and max."""
-    cells: dict[tuple, list[dict]] = {}
-    for run in runs:
-        cells.setdefault((run["contender"], run["endpoint"], run["connections"]), []).append(run)
-    return [
-        {
-            "contender": contender,
-            "endpoint": endpoint,
-            "connections": connections,
-            "rounds": len(group),
-            "errors": sum(r["errors"] for r in group),
-            **{
-                metric: spread([r[metric] for r in group])
-                for metric in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
-            },
-        }
-        for (contender, endpoint, connections), group in cells.items()
-    ]
-
-
-def ratios(summary: list[dict], contenders) -> dict:
-    """The baked service against each other contender in every cell: >1 means the baked service is better.
-
-    rps: baked / other. cpu: other / baked (less CPU per request is better).
-    """
-    by = {(s["contender"], s["endpoint"], s["connections"]): s for s in summary}
-    table = {}
-    for (name, endpoint, connections), cell in by.items():
-        baked = by.get((contenders.BAKED.name, endpoint, connections))
-        if baked is None or name == contenders.BAKED.name:
-            continue
-        table.setdefault(f"{endpoint} @ {connections}", {})[name] = {
-            "rps": round(baked["rps"]["median"] / cell["rps"]["median"], 3),
-            "cpu": round(cell["cpu_us_per_request"]["median"] / baked["cpu_us_per_request"]["median"], 3),
-        }
-    return table
 
 
 def machine(wrk_path: str) -> dict:

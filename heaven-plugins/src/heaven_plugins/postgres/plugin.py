@@ -4,7 +4,6 @@ transactions, and how its errors are answered."""
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -136,13 +135,7 @@ class Postgres(Querying):
         last reached, and each replica's place, status (ok; lagging, beyond max_replica_lag; down) and lag."""
         if self._replicas is None and "," not in describe(self.dsn):
             return {}
-        replicas = []
-        for replica in self.replicas:
-            lag = None if replica.lag == math.inf else round(replica.lag, 3)
-            fresh = lag is not None and lag <= self.max_replica_lag
-            status = "down" if not replica.up else "ok" if fresh else "lagging"
-            replicas.append({"replica": replica.where, "status": status, "lag": lag})
-        return {"primary": self.primary, "replicas": replicas}
+        return {"primary": self.primary, "replicas": self._replicas.health() if self._replicas is not None else []}
 
     @property
     def primary_reads(self) -> int:

@@ -91,6 +91,16 @@ class Replicas:
         self.primary_reads = 0  # reads offered to the replicas that went to the primary
         self._watching: asyncio.Task | None = None
 
+    def health(self) -> list[dict]:
+        """Each replica as /health shows it: its place, status (ok; lagging, beyond max_lag; down) and lag."""
+        shown = []
+        for replica in self.replicas:
+            lag = None if replica.lag == math.inf else round(replica.lag, 3)
+            fresh = lag is not None and lag <= self.max_lag
+            status = "down" if not replica.up else "ok" if fresh else "lagging"
+            shown.append({"replica": replica.where, "status": status, "lag": lag})
+        return shown
+
     async def start(self) -> None:
         """Open each replica's pool (empty, if it cannot be reached now) and begin to look at them."""
         for replica in self.replicas:
