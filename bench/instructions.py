@@ -4,7 +4,9 @@ Each contender's ASGI app runs in-process under callgrind, without uvicorn, HTTP
 requests through the app, its framework and its database driver, against the same Postgres. Two calls of
 libc functions nothing else here calls mark the counted requests, after a warm-up: callgrind zeroes
 its count at the first and writes it out at the second, so interpreter start, imports, the pool's
-connections, the warm-up and the exit stay outside it. One process a contender and path.
+connections, the warm-up and the exit stay outside it. Until the warm-up is over callgrind does not even
+instrument (`--instr-atstart=no`, then `callgrind_control -i on`): the imports alone take some 2 billion
+instructions, four times slower instrumented than not. One process a contender and path.
 Requests go `concurrency` at a time, as wrk's connections would.
 
     python bench/instructions.py drive MODULE:APP APP_DIR PATH REQUESTS CONCURRENCY   # what callgrind runs
@@ -17,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +28,8 @@ WARMUP = 160  # requests before the counted ones: caches filled, statements prep
 # first and writes it out on entering the second. (Written out at the start too, the baked service answered the
 # requests after it 503: the pause of writing a profile is long enough for its own watch of the database.)
 START, END = "getloadavg", "getsid"
+# Bounds how long the driver waits for callgrind to take `callgrind_control -i on` (it answers within a second).
+INSTRUMENT_TIMEOUT = 120
 # callgrind runs an app some fifty times slower, and slower still on a busy machine: the baked service's bounds on
 # waiting for a connection or a query, meant for real time, would turn that into 503s. Their values change no code
 # path, and the other contenders read neither.
@@ -64,6 +69,7 @@ def count(valgrind: str, contender, env: dict, path: str, requests: int, concurr
         valgrind,
         "--tool=callgrind",
         f"--callgrind-out-file={out}",
+        "--instr-atstart=no",  # the driver turns it on after the warm-up
         f"--zero-before={START}",
         f"--dump-before={END}",
         sys.executable,
@@ -76,8 +82,14 @@ def count(valgrind: str, contender, env: dict, path: str, requests: int, concurr
         str(concurrency),
     ]
     # From the empty scratch folder, as servers run: the baked service would read a stray .env.
+    control = Path(valgrind).with_name("callgrind_control")
     done = subprocess.run(
-        command, env={**env, **UNDER_CALLGRIND}, cwd=scratch, capture_output=True, text=True, timeout=3600
+        command,
+        env={**env, **UNDER_CALLGRIND, "CALLGRIND_CONTROL": str(control)},
+        cwd=scratch,
+        capture_output=True,
+        text=True,
+        timeout=3600,
     )
     dump = Path(f"{out}.1")  # what was counted between the marks (the file without a number: what came after)
     totals = re.search(r"^totals: (\d+)", dump.read_text(), re.MULTILINE) if dump.exists() else None
@@ -151,6 +163,7 @@ async def _drive(app, path: str, requests: int, concurrency: int) -> None:
             await asyncio.gather(*(app(scope(), receive, send) for _ in range(concurrency)))
 
     await batches(WARMUP)
+    instrument()
     os.getloadavg()  # START: callgrind counts from here...
     await batches(requests)
     os.getsid(0)  # ...to here
@@ -160,6 +173,24 @@ async def _drive(app, path: str, requests: int, concurrency: int) -> None:
         raise SystemExit("the app's lifespan ended before its shutdown")
     sys.stdout.flush()
     os._exit(0)  # no shutdown: it is not counted, and slow under callgrind
+
+
+def instrument() -> None:
+    """Have callgrind instrument this process from now on (it started with `--instr-atstart=no`)."""
+    control = subprocess.Popen(  # valgrind's own script, beside valgrind
+        [os.environ["CALLGRIND_CONTROL"], "--instr=on", str(os.getpid())],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    # Busy, not blocked: callgrind reads the command between blocks of this process's code (through vgdb), so a
+    # process asleep in waitpid would never take it.
+    deadline = time.monotonic() + INSTRUMENT_TIMEOUT
+    while control.poll() is None:
+        if time.monotonic() > deadline:
+            control.kill()
+            raise SystemExit(f"callgrind_control did not answer in {INSTRUMENT_TIMEOUT} s")
+    if control.returncode != 0:
+        raise SystemExit(f"callgrind_control -i on failed: {control.stderr.read().decode()[-2000:]}")
 
 
 if __name__ == "__main__":

@@ -305,6 +305,12 @@ async def test_a_timed_out_statement_in_a_transaction_is_503_and_leaves_nothing_
                 await tx.fetchval("SELECT pg_sleep(30)")
         async with db.transaction() as tx:
             assert await tx.fetchval("SELECT count(*) FROM users") == 0  # rolled back
+
+        async def stray_gone() -> bool:  # nor its server process, holding the insert's lock
+            count = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
+            return await conn.fetchval(count) == 0
+
+        await eventually(stray_gone)
     assert await conn.fetchval("SELECT count(*) FROM users") == 0
 
 
