@@ -32,6 +32,7 @@ async def test_an_address_changes_by_a_link_to_the_new_one_and_the_old_one_is_to
     assert (await ask_change(client, headers)).status_code == 202
     message = await mail_to(mailbox, NEW)
     assert message["Subject"] == "Confirm your new address"
+    assert "within 24 hours" in message.get_body(("plain",)).get_content()  # CHANGE_TTL's default, a day
     token = link_token(message, "/change-email")
     # Nothing changed yet: the old address still signs in, the new one does not.
     assert (await client.get("/users/me", headers=headers)).json()["email"] == "old@example.com"

@@ -241,7 +241,8 @@ class Accounts:
         token = secrets.token_urlsafe(32)
         await db.execute(INSERT_LINK, token_hash(token), purpose, user_id, email, ttl)
         link = f"{self.public_url}{page}?token={quote(token)}"
-        values = {"link": link, "email": email, "hours": round(ttl / 3600, 1)}
+        hours = round(ttl / 3600, 1)
+        values = {"link": link, "email": email, "hours": int(hours) if hours.is_integer() else hours}  # 72, not 72.0
         await enqueue_mail(db, email, template or purpose, values)
 
 
