@@ -1,5 +1,6 @@
-"""The no-Docker loop: `python -m <package>.dev` starts its own Postgres quietly, says once where everything is,
-shares its database with `migrate`, applies a new migration when it reloads, and logs a line a person reads."""
+"""The no-Docker loop: `python -m <package>.dev` starts its own Postgres quietly, says once where everything is
+(mail too), shares its database with `migrate`, runs the worker that mails a sign-up its link, applies a new
+migration when it reloads, and logs a line a person reads."""
 
 import asyncio
 import contextlib
@@ -12,6 +13,7 @@ import time
 
 import asyncpg
 import httpx
+from aiosmtpd.controller import Controller
 from conftest import free_port
 
 NEW_TABLE = "CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);\n"
@@ -35,14 +37,28 @@ def has_table(url: str, name: str) -> bool:
     return asyncio.run(check())
 
 
+class Mailbox:
+    """The recipients of what a real SMTP server (aiosmtpd) received."""
+
+    def __init__(self) -> None:
+        self.recipients: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.recipients.extend(envelope.rcpt_tos)
+        return "250 OK"
+
+
 def test_dev_serves_migrates_and_shares_its_own_postgres(bake):
     project = bake(project_name="Dev Loop")  # its own bake: this test adds a migration to it
-    port = free_port()
+    port, smtp_port, mailbox = free_port(), free_port(), Mailbox()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
     process = subprocess.Popen(
         [sys.executable, "-m", f"{project.package}.dev", "--port", str(port)],  # with reload, as people run it
         cwd=project.path,
-        # No DATABASE_URL, no TEST_DATABASE_URL; lines for a person, as a terminal would get without asking.
-        env=project.env(LOG_FORMAT="console"),
+        # No DATABASE_URL, no TEST_DATABASE_URL; lines for a person, as a terminal would get without asking. Mail
+        # to the test's SMTP server, as it would go to Mailpit's; no worker started but dev's own.
+        env=project.env(LOG_FORMAT="console", SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp_port)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -69,17 +85,20 @@ def test_dev_serves_migrates_and_shares_its_own_postgres(bake):
         assert token.status_code == 200, token.text
         me = httpx.get(f"{base}/users/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
         assert me.status_code == 200 and me.json()["email"] == "dev@example.com", me.text
+        # The sign-up's link went out, sent by the worker dev runs in its own process.
+        wait_for(lambda: mailbox.recipients == ["dev@example.com"], 30, "the sign-up's mail", output)
         # Before it is ready: a banner saying where everything is, and little else (pgserver's initdb and pg_ctl
         # transcripts and platformdirs' XDG_RUNTIME_DIR warning were 22 lines and 6,207 characters of JSON). A line
         # for each migration applied is news, and they grow with the project: not counted.
         text = "".join(output)
         before_ready = text[: text.index("Application startup complete")].splitlines()
         before_ready = [line for line in before_ready if not re.search(r"INFO +applied \d{4}_\w+\.sql ", line)]
-        assert len(before_ready) <= 14 and len("".join(before_ready)) < 2000, text
+        assert len(before_ready) <= 15 and len("".join(before_ready)) < 2000, text
         assert "initdb" not in text and "pg_ctl" not in text and "XDG_RUNTIME_DIR" not in text, text
         base_url = f"http://127.0.0.1:{port}"
         assert f"  service  {base_url}\n" in text and f"  docs     {base_url}/docs\n" in text
         assert "  data     .pgdata/, kept between runs\n" in text
+        assert f"  mail     SMTP 127.0.0.1:{smtp_port}, sent by the worker dev runs\n" in text
         assert f"The first admin: python -m {project.package}.admin you@example.com" in text
         # Each request is one short line: time, level, method, path, status, milliseconds, request id.
         assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} INFO    GET /users 401 [\d.]+ ms #\d+$", text, re.MULTILINE), text
@@ -105,6 +124,7 @@ def test_dev_serves_migrates_and_shares_its_own_postgres(bake):
         process.wait(timeout=30)
         reader.join(timeout=10)
         process.stdout.close()
+        smtp.stop()
     text = "".join(output)
     assert process.returncode == 0, text
     assert "0001_users.sql" in text and "0004_notes.sql" in text

@@ -57,8 +57,11 @@ def test_the_openapi_document_is_valid_and_carries_the_structs(running):
         "/users/{id}": ["delete", "get", "patch"],
         "/auth/token": ["delete", "post"],
         "/auth/verify": ["post"],
+        "/auth/verify/resend": ["post"],
         "/auth/password-reset": ["post"],
         "/auth/password-reset/complete": ["post"],
+        "/auth/email-change": ["post"],
+        "/auth/email-change/complete": ["post"],
         "/health": ["get"],
         "/health/live": ["get"],
     }
@@ -73,8 +76,10 @@ def test_the_openapi_document_is_valid_and_carries_the_structs(running):
         "POST /users",
         "POST /auth/token",
         "POST /auth/verify",
+        "POST /auth/verify/resend",
         "POST /auth/password-reset",
         "POST /auth/password-reset/complete",
+        "POST /auth/email-change/complete",
         "GET /health",
         "GET /health/live",
     }

@@ -59,6 +59,7 @@ class Settings(Struct, frozen=True, kw_only=True):
     public_url: str = "http://127.0.0.1:8000"
     verify_ttl: Seconds = 3 * 86400.0
     reset_ttl: Seconds = 3600.0
+    change_ttl: Seconds = 86400.0
     reset_limit: int = 3
     unverified_may_sign_in: bool = True
 
@@ -105,9 +106,8 @@ def create_app(settings: Settings) -> App:
     )
     app.plugin(auth)
     resets = Throttle(settings.reset_limit, 20 * settings.reset_limit, settings.sign_in_window)
-    app.plugin(
-        Accounts(settings.public_url, verify_ttl=settings.verify_ttl, reset_ttl=settings.reset_ttl, throttle=resets)
-    )
+    ttls = {"verify_ttl": settings.verify_ttl, "reset_ttl": settings.reset_ttl, "change_ttl": settings.change_ttl}
+    app.plugin(Accounts(settings.public_url, **ttls, throttle=resets))
     app.plugin(CORS(parse_origins(settings.cors_origins)))
     if settings.metrics:
         app.plugin(metrics)

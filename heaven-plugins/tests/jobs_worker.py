@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from heaven_plugins import jobs, mail
-from heaven_plugins.signin import RESET_JOB, Accounts
+from heaven_plugins.signin import Accounts
 
 
 async def record(job: jobs.Job) -> None:
@@ -56,7 +56,7 @@ def worker() -> jobs.Worker:
         mailer = mail.Mailer("127.0.0.1", int(environ["SMTP_PORT"]), "Example <noreply@example.com>", tls="none")
         worker.job(mail.JOB, mail.sender(mailer, mail.Templates(Path(__file__).with_name("mail"))))
         accounts = Accounts(environ["PUBLIC_URL"], reset_ttl=float(environ.get("RESET_TTL", "3600")))
-        worker.job(RESET_JOB, accounts.reset_job())
+        accounts.register(worker)
     return worker
 
 

@@ -1,6 +1,6 @@
-"""The worker, as `python -m {{ cookiecutter.package_name }}.worker` runs: a sign-up's link and a reset link
-reach a real SMTP server from this project's templates, and SIGTERM stops it cleanly. The machinery (retries,
-a killed worker, the flows' every refusal) is tested in heaven-plugins."""
+"""The worker, as `python -m {{ cookiecutter.package_name }}.worker` runs: a sign-up's link, a reset link, and an
+address change's link and notice reach a real SMTP server from this project's templates, and SIGTERM stops it
+cleanly. The machinery (retries, a killed worker, the flows' every refusal) is tested in heaven-plugins."""
 
 import asyncio
 import email
@@ -14,7 +14,7 @@ import time
 import pytest
 from aiosmtpd.controller import Controller
 
-from conftest import SOURCE, environment, sign_up
+from conftest import SOURCE, environment, sign_in, sign_up
 
 
 class Mailbox:
@@ -84,6 +84,17 @@ async def test_the_worker_mails_the_accounts_links_and_stops_on_sigterm(client, 
         token = link_token(reset, "/reset-password")
         body = {"token": token, "password": "a brand new password"}
         assert (await client.post("/auth/password-reset/complete", json=body)).status_code == 204
+
+        headers = {"Authorization": await sign_in(client, "new@example.com", "a brand new password")}
+        body = {"email": "newer@example.com", "current_password": "a brand new password"}
+        assert (await client.post("/auth/email-change", json=body, headers=headers)).status_code == 202
+        change = await next_mail(mailbox, 3)
+        assert (change["To"], change["Subject"]) == ("newer@example.com", "Confirm your new address")
+        token = link_token(change, "/change-email")
+        assert (await client.post("/auth/email-change/complete", json={"token": token})).status_code == 204
+        notice = await next_mail(mailbox, 4)
+        assert (notice["To"], notice["Subject"]) == ("new@example.com", "Your address was changed")
+        assert "newer@example.com" in notice.get_body(("plain",)).get_content()
     finally:
         worker.terminate()
     status = await asyncio.to_thread(worker.wait, 20)

@@ -12,6 +12,8 @@ TEMPLATES = Path(__file__).with_name("mail")
 
 
 def accounts(settings: Settings) -> Accounts:
-    """Links to PUBLIC_URL's pages, living VERIFY_TTL and RESET_TTL seconds; resets counted per email and address."""
-    resets = Throttle(settings.reset_limit, 20 * settings.reset_limit, settings.sign_in_window)
-    return Accounts(settings.public_url, verify_ttl=settings.verify_ttl, reset_ttl=settings.reset_ttl, throttle=resets)
+    """Links to PUBLIC_URL's pages, living VERIFY_TTL, RESET_TTL and CHANGE_TTL seconds; requests for them counted
+    per email (per user for address changes) and client address."""
+    requests = Throttle(settings.reset_limit, 20 * settings.reset_limit, settings.sign_in_window)
+    ttls = {"verify_ttl": settings.verify_ttl, "reset_ttl": settings.reset_ttl, "change_ttl": settings.change_ttl}
+    return Accounts(settings.public_url, **ttls, throttle=requests)

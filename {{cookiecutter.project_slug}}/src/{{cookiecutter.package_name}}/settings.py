@@ -62,13 +62,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Origins whose pages browsers may let call the API (comma-separated); empty, no CORS at all.
     cors_origins: str = ""
 
-    # Accounts (heaven_plugins.signin.accounts). Links in mail are PUBLIC_URL + /verify?token=... and
-    # /reset-password?token=...: pages of the front end, which POST the token back.
+    # Accounts (heaven_plugins.signin.accounts). Links in mail are PUBLIC_URL + /verify?token=...,
+    # /reset-password?token=... and /change-email?token=...: pages of the front end, which POST the token back.
     public_url: str = "http://127.0.0.1:8000"
-    # Seconds a verification link, and a password reset link, works.
+    # Seconds a verification link, a password reset link, and an address change's link works.
     verify_ttl: Seconds = 3 * 86400.0
     reset_ttl: Seconds = 3600.0
-    # Resets asked for per email from one client address, in each SIGN_IN_WINDOW; then 429.
+    change_ttl: Seconds = 86400.0
+    # Links asked for (resets, verification links: per email; address changes: per user) from one client
+    # address, in each SIGN_IN_WINDOW; then 429.
     reset_limit: Annotated[int, msgspec.Meta(ge=1)] = 3
     # false: a user signs in only once their address is verified.
     unverified_may_sign_in: bool = True
@@ -87,6 +89,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_heartbeat: Seconds = 30.0
     # Seconds between two reads of the job queue's figures for /metrics.
     jobs_every: Seconds = 15.0
+    # `python -m {{ cookiecutter.package_name }}.dev` runs the worker in its own process, so that mail goes out with
+    # nothing else started; false: run `python -m {{ cookiecutter.package_name }}.worker` beside it. Dev only.
+    dev_worker: bool = True
 
     def __post_init__(self) -> None:
         if self.pool_min_size > self.pool_max_size:

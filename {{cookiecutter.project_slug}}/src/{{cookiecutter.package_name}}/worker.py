@@ -2,7 +2,6 @@
 yours) until SIGTERM, beside the web processes, on the same database (heaven_plugins.jobs)."""
 
 from heaven_plugins import jobs, mail
-from heaven_plugins.signin import RESET_JOB
 
 from .accounts import TEMPLATES, accounts
 from .settings import Settings
@@ -17,7 +16,14 @@ def create_worker(settings: Settings) -> jobs.Worker:
         heartbeat=settings.job_heartbeat,
         connect_timeout=settings.connect_timeout,
     )
-    mailer = mail.Mailer(
+    worker.job(mail.JOB, mail.sender(mailer(settings), mail.Templates(TEMPLATES)))
+    accounts(settings).register(worker)  # the jobs that look an address up before mailing it a link
+    return worker
+
+
+def mailer(settings: Settings) -> mail.Mailer:
+    """The SMTP server of `settings`, and who mail comes from."""
+    return mail.Mailer(
         settings.smtp_host,
         settings.smtp_port,
         settings.mail_from,
@@ -25,9 +31,6 @@ def create_worker(settings: Settings) -> jobs.Worker:
         username=settings.smtp_username,
         password=settings.smtp_password,
     )
-    worker.job(mail.JOB, mail.sender(mailer, mail.Templates(TEMPLATES)))
-    worker.job(RESET_JOB, accounts(settings).reset_job())
-    return worker
 
 
 if __name__ == "__main__":

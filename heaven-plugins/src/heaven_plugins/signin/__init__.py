@@ -18,14 +18,15 @@ The project's `users` table has `id`, `email` and `is_active`; sign-in's migrati
 their own (revoked tokens, token cutoffs, failure counts), then `is_verified` and the links' tokens
 (0005). They are applied in name order with the project's own (heaven_plugins.migrate).
 
-`app.plugin(Accounts(public_url, ...))`, after Auth, adds the links that verify an address and reset a
-password (accounts.py): POST /auth/verify, POST /auth/password-reset and its /complete; the mail goes
-through the jobs and mail plugins.
+`app.plugin(Accounts(public_url, ...))`, after Auth, adds the links that verify an address, reset a password
+and change the address (accounts.py): POST /auth/verify and /auth/verify/resend, POST /auth/password-reset and
+its /complete, POST /auth/email-change and its /complete; the mail goes through the jobs and mail plugins, and
+the worker's handlers of its jobs come from `accounts.register(worker)`.
 """
 
 from pathlib import Path
 
-from .accounts import RESET_JOB, Accounts
+from .accounts import RESEND_JOB, RESET_JOB, Accounts
 from .guard import Guard, admin, client_address
 from .keys import ACCOUNTS, AUTH, USER
 from .passwords import Password, Passwords, PasswordsBusy
@@ -42,6 +43,7 @@ __all__ = [
     "DELETE_ACCOUNT_COUNT",
     "DELETE_PAIR_COUNTS",
     "MIGRATIONS",
+    "RESEND_JOB",
     "RESET_JOB",
     "USER",
     "VOID_USER_TOKENS",

@@ -1,5 +1,5 @@
-"""Accounts that recover, the plugin: links that verify an address or reset a password, single-use and expiring,
-kept hashed, and mailed by the worker."""
+"""Accounts that recover, the plugin: links that verify an address, reset a password or change the address,
+single-use and expiring, kept hashed, and mailed by the worker."""
 
 import hashlib
 import logging
@@ -14,8 +14,11 @@ from .throttle import Throttle, TooManyAttempts
 
 log = logging.getLogger(__name__)
 
-VERIFY, RESET = "verify", "reset"  # a token's purpose, and the name of its mail template
+# A token's purpose; the first two are the names of their mail templates too.
+VERIFY, RESET, CHANGE = "verify", "reset", "email"
+CHANGE_MAIL, CHANGED_MAIL = "email-change", "email-changed"  # the link to the new address, the notice to the old
 RESET_JOB = "auth.password-reset"  # the worker's job: look the address up, and mail a link if it is a user's
+RESEND_JOB = "auth.verify-resend"  # the same for a new verification link, if the address is an unverified user's
 
 # A new token; the user's tokens that have expired go at the same time, so the table holds live ones.
 INSERT_LINK = """
@@ -36,6 +39,17 @@ UPDATE users SET password_hash = $2, is_verified = is_verified OR lower(email) =
 WHERE id = $1 AND is_active RETURNING id
 """
 SELECT_RESETTABLE = "SELECT id, email FROM users WHERE lower(email) = lower($1) AND is_active"
+SELECT_UNVERIFIED = "SELECT id, email FROM users WHERE lower(email) = lower($1) AND is_active AND NOT is_verified"
+# A user has one live link of a kind that a new one replaces: the one mailed last is the one that works.
+VOID_LINKS = "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2"
+SELECT_EMAIL = "SELECT email FROM users WHERE id = $1"
+SELECT_TAKEN = "SELECT EXISTS (SELECT FROM users WHERE lower(email) = lower($1))"
+# The row is locked until the change commits: the address the notice goes to is the one that was replaced.
+SELECT_CHANGING = "SELECT email FROM users WHERE id = $1 AND is_active FOR UPDATE"
+# The trigger voids the user's other links and clears is_verified as the address changes; the link proved the new
+# address, which the second statement records (a BEFORE trigger cannot tell that from an UPDATE that keeps it).
+APPLY_CHANGE = "UPDATE users SET email = $2 WHERE id = $1"
+MARK_USER_VERIFIED = "UPDATE users SET is_verified = true WHERE id = $1"
 
 
 def token_hash(token: str) -> bytes:
@@ -48,17 +62,23 @@ def invalid_token() -> HTTPError:
     return HTTPError(400, "invalid_token", "the link is invalid, expired or used already", "token")
 
 
+def no_account() -> HTTPError:
+    """The answer to a token whose user was deleted or deactivated a moment ago (the token stops working soon)."""
+    return HTTPError(404, "not_found", "the user of this token no longer exists")
+
+
 class Accounts:
     """The plugin: `app.plugin(Accounts(public_url, ...))`, after Auth and the jobs plugin. Adds the public
-    routes POST /auth/verify, POST /auth/password-reset and POST /auth/password-reset/complete (routes in
-    account_routes.py), and on every request's context `ACCOUNTS`, whose `send_verification` a sign-up
-    calls inside its transaction.
+    routes POST /auth/verify, POST /auth/verify/resend, POST /auth/password-reset and its /complete, and POST
+    /auth/email-change/complete, the signed-in POST /auth/email-change (routes in account_routes.py), and on
+    every request's context `ACCOUNTS`, whose `send_verification` a sign-up calls inside its transaction.
 
-    Links are `public_url` + `/verify?token=...` and `/reset-password?token=...`: pages of the project's
-    front end, which POST the token back. A verification link lives `verify_ttl` seconds, a reset link
-    `reset_ttl`. Requests for a reset are counted by `throttle` (its own counts, not sign-in's).
+    Links are `public_url` + `/verify?token=...`, `/reset-password?token=...` and `/change-email?token=...`:
+    pages of the project's front end, which POST the token back. A verification link lives `verify_ttl`
+    seconds, a reset link `reset_ttl`, an address change's `change_ttl`. Requests for a link are counted by
+    `throttle` (its own counts, not sign-in's), each kind apart.
 
-    The worker runs the reset job: `worker.job(RESET_JOB, accounts.reset_job())`, with the same settings.
+    The worker runs the jobs that look an address up: `accounts.register(worker)`, with the same settings.
     """
 
     def __init__(
@@ -67,21 +87,30 @@ class Accounts:
         *,
         verify_ttl: float = 3 * 86400.0,
         reset_ttl: float = 3600.0,
+        change_ttl: float = 86400.0,
         throttle: Throttle | None = None,
     ) -> None:
         self.public_url = public_url.rstrip("/")
-        self.verify_ttl, self.reset_ttl = verify_ttl, reset_ttl
+        self.verify_ttl, self.reset_ttl, self.change_ttl = verify_ttl, reset_ttl, change_ttl
         self.throttle = throttle or Throttle(per_email=3, per_address=20, window=900.0)
 
     def install(self, app) -> None:
-        """Register the three routes, and put the plugin on every request's context."""
-        from .account_routes import complete_reset, request_reset, verify_address
+        """Register the routes, and put the plugin on every request's context."""
+        from . import account_routes as routes
 
         app.keep(ACCOUNTS.name, self)
         app.provide(ACCOUNTS.name, self)
-        app.POST("/auth/verify", verify_address)
-        app.POST("/auth/password-reset", request_reset)
-        app.POST("/auth/password-reset/complete", complete_reset)
+        app.POST("/auth/verify", routes.verify_address)
+        app.POST("/auth/verify/resend", routes.resend_verification)
+        app.POST("/auth/password-reset", routes.request_reset)
+        app.POST("/auth/password-reset/complete", routes.complete_reset)
+        app.POST("/auth/email-change", routes.request_email_change)
+        app.POST("/auth/email-change/complete", routes.complete_email_change)
+
+    def register(self, worker) -> None:
+        """Give `worker` the handlers of the jobs this plugin enqueues (besides the mail's, heaven_plugins.mail)."""
+        worker.job(RESET_JOB, self.reset_job())
+        worker.job(RESEND_JOB, self.resend_job())
 
     async def send_verification(self, tx, user_id: int, email: str) -> None:
         """Mail `email` a link that verifies it, in `tx`'s transaction (a sign-up's, an address change's)."""
@@ -89,12 +118,16 @@ class Accounts:
 
     async def request_reset(self, db, email: str, address: str) -> None:
         """Queue a reset for `email`, whether it is a user's or not: the same statements either way, so the
-        answer takes the same time. TooManyAttempts past the throttle's counts."""
-        # Keys of their own ("reset:"), so that asking for resets never counts against signing in.
-        attempt = await self.throttle.attempt(db, f"reset:{email}", f"reset:{address}")
-        await self.throttle.settle(db, attempt, False)  # every request counts, as a failed sign-in does
+        answer takes the same time. HTTPError 429 past the throttle's counts."""
+        await self.count(db, "reset", email, address)
         async with db.transaction() as tx:
             await enqueue(tx, RESET_JOB, {"email": email})
+
+    async def resend_verification(self, db, email: str, address: str) -> None:
+        """Queue a new verification link for `email`, whether it is an unverified user's or not, as a reset is."""
+        await self.count(db, "verify", email, address)
+        async with db.transaction() as tx:
+            await enqueue(tx, RESEND_JOB, {"email": email})
 
     def reset_job(self) -> Handler:
         """The worker's handler of RESET_JOB: a link to the user of that address, or nothing at all."""
@@ -108,6 +141,21 @@ class Accounts:
                 await self._issue(conn, RESET, user["id"], user["email"], "/reset-password", self.reset_ttl)
 
         return mail_reset_link
+
+    def resend_job(self) -> Handler:
+        """The worker's handler of RESEND_JOB: a new link to the address of an active unverified user, which
+        voids the one mailed before; or nothing at all."""
+
+        async def mail_verification_link(job: Job) -> None:
+            async with job.db.acquire() as conn, conn.transaction():
+                user = await conn.fetchrow(SELECT_UNVERIFIED, job.payload["email"])
+                if user is None:
+                    log.info("verification asked for %s: no unverified user, no mail", mask(job.payload["email"]))
+                    return
+                await conn.execute(VOID_LINKS, user["id"], VERIFY)
+                await self.send_verification(conn, user["id"], user["email"])
+
+        return mail_verification_link
 
     async def verify(self, db, token: str) -> None:
         """Mark the address the token was sent to verified; HTTPError 400 for a token that is not live."""
@@ -135,15 +183,68 @@ class Accounts:
         log.info("user %s reset their password: every token of theirs is void", row["user_id"])
         return row["user_id"]
 
-    async def _issue(self, db, purpose: str, user_id: int, email: str, page: str, ttl: float) -> None:
+    async def request_change(self, auth, user_id: int, email: str, password: str, address: str) -> None:
+        """Mail `email` a link that makes it the address of the signed-in user whose `password` this is, voiding
+        the change they asked for before. HTTPError 429 past the throttle's counts, 403 for a wrong password
+        (counted as a failed sign-in by `auth`), 409 if the address is a user's already (as sign-up says), 422
+        if it is theirs."""
+        db = auth.db
+        await self.count(db, "change", str(user_id), address)
+        # Checked before the row is locked: the check reads the row FOR SHARE, and takes a hash's time.
+        current = await db.fetchval(SELECT_EMAIL, user_id)
+        if current is None:
+            raise no_account()
+        if await auth.check_password(db, current, password, address) is None:
+            raise HTTPError(403, "forbidden", "current_password is not your password", "current_password")
+        async with db.transaction() as tx:
+            current = await tx.fetchval(SELECT_CHANGING, user_id)
+            if current is None:  # deactivated or deleted since
+                raise no_account()
+            if current.lower() == email.lower():
+                raise HTTPError(422, "invalid", "this is your address already", "email")
+            if await tx.fetchval(SELECT_TAKEN, email):
+                raise HTTPError(409, "conflict", "this email is taken already", "email")
+            await tx.execute(VOID_LINKS, user_id, CHANGE)
+            await self._issue(tx, CHANGE, user_id, email, "/change-email", self.change_ttl, CHANGE_MAIL)
+        log.info("user %s asked to change their address to %s", user_id, mask(email))
+
+    async def change(self, db, token: str) -> int:
+        """Use an address change's token: the address it went to becomes the user's, verified, and the old one
+        is told. HTTPError 400 for a token not live; a unique violation (answered 409) if the address became
+        another user's meanwhile, which leaves the token live. Returns the user's id."""
+        async with db.transaction() as tx:
+            row = await tx.fetchrow(USE_LINK, token_hash(token), CHANGE)
+            old = None if row is None or not row["live"] else await tx.fetchval(SELECT_CHANGING, row["user_id"])
+            if old is None:
+                raise invalid_token()
+            await tx.execute(APPLY_CHANGE, row["user_id"], row["email"])
+            await tx.execute(MARK_USER_VERIFIED, row["user_id"])
+            await enqueue_mail(tx, old, CHANGED_MAIL, {"email": old, "new_email": row["email"]})
+        log.info("user %s changed their address", row["user_id"])
+        return row["user_id"]
+
+    async def count(self, db, kind: str, key: str, address: str) -> None:
+        """Count a request for a link of `kind` (keyed by an address or a user) from a client `address`: HTTPError
+        429 with `Retry-After` past the throttle's counts. Every request counts, as a failed sign-in does."""
+        try:
+            # Keys of their own ("reset:..."), so that asking for links never counts against signing in.
+            attempt = await self.throttle.attempt(db, f"{kind}:{key}", f"{kind}:{address}")
+        except TooManyAttempts as exc:
+            detail = f"too many {REQUESTS[kind]} asked for; try again in {exc.retry_after} s"
+            headers = (("Retry-After", str(exc.retry_after)),)
+            raise HTTPError(429, "too_many_requests", detail, headers=headers) from None
+        await self.throttle.settle(db, attempt, False)
+
+    async def _issue(
+        self, db, purpose: str, user_id: int, email: str, page: str, ttl: float, template: str = ""
+    ) -> None:
         token = secrets.token_urlsafe(32)
         await db.execute(INSERT_LINK, token_hash(token), purpose, user_id, email, ttl)
         link = f"{self.public_url}{page}?token={quote(token)}"
-        values = {"link": link, "email": email, "hours": round(ttl / 3600, 1)}
-        await enqueue_mail(db, email, purpose, values)
+        hours = round(ttl / 3600, 1)
+        values = {"link": link, "email": email, "hours": int(hours) if hours.is_integer() else hours}  # 72, not 72.0
+        await enqueue_mail(db, email, template or purpose, values)
 
-    @staticmethod
-    def too_many(exc: TooManyAttempts) -> HTTPError:
-        """TooManyAttempts of reset requests as HTTP: 429 with `Retry-After`."""
-        detail = f"too many password resets asked for; try again in {exc.retry_after} s"
-        return HTTPError(429, "too_many_requests", detail, headers=(("Retry-After", str(exc.retry_after)),))
+
+# What a 429 says was asked for too often, by the kind of request.
+REQUESTS = {"reset": "password resets", "verify": "verification links", "change": "address changes"}
