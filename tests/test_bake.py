@@ -57,6 +57,7 @@ def test_default_bake_has_the_promised_layout(default_project):
         "0002_sign_in.sql",
         "0003_sign_in_counts.sql",
         "0005_accounts.sql",
+        "0005_accounts_email_change.sql",
     ]
     assert [path.name for path in (signin.parents[1] / "jobs" / "migrations").iterdir()] == ["0004_jobs.sql"]
     # The mail's templates, rendered by the worker, not by the bake.

@@ -14,8 +14,11 @@ def migrated_database(default_project, new_database):
     url = new_database()
     result = default_project.run(sys.executable, "-m", f"{default_project.package}.migrate", DATABASE_URL=url)
     assert result.returncode == 0, result.stderr
-    applied = "0001_users.sql, 0002_sign_in.sql, 0003_sign_in_counts.sql, 0004_jobs.sql, 0005_accounts.sql"
-    assert f"applied 5 migration(s) {applied}" in result.stdout
+    applied = (
+        "0001_users.sql, 0002_sign_in.sql, 0003_sign_in_counts.sql, 0004_jobs.sql, 0005_accounts.sql, "
+        "0005_accounts_email_change.sql"
+    )
+    assert f"applied 6 migration(s) {applied}" in result.stdout
     again = default_project.run(sys.executable, "-m", f"{default_project.package}.migrate", DATABASE_URL=url)
     assert "applied 0 migration(s)" in again.stdout
     return url

@@ -78,6 +78,7 @@ async def test_the_plugins_migrations_are_applied_in_name_order_with_the_project
             "0003_sign_in_counts.sql",
             "0004_jobs.sql",
             "0005_accounts.sql",
+            "0005_accounts_email_change.sql",
         ]
         assert names == [*expected, "0009_job_runs.sql"]
         assert await conn.fetchval("SELECT to_regclass('users')") == "users"

@@ -48,16 +48,13 @@ class UserPatch(Struct, forbid_unknown_fields=True):
 
 
 class AccountPatch(Struct, forbid_unknown_fields=True):
-    """The body of PATCH /users/me: the fields to change. A new password needs the current one."""
+    """The body of PATCH /users/me: the fields to change. A new password needs the current one. Not the
+    email: a new address is confirmed from its mailbox (POST /auth/email-change), or a stolen token could
+    move the account to an address its thief then resets the password from."""
 
-    email: Email | UnsetType = UNSET
     name: Name | UnsetType = UNSET
     password: Password | UnsetType = UNSET
     current_password: Annotated[str, Meta(max_length=256)] | UnsetType = UNSET
-
-    def __post_init__(self) -> None:
-        if self.email is not UNSET:
-            self.email = normal_email(self.email)
 
 
 # The document says what the handler checks: a `password` comes with a `current_password` (JSON
@@ -82,7 +79,7 @@ UPDATE users SET email = COALESCE($2, email), name = COALESCE($3, name), is_acti
 WHERE id = $1 RETURNING {COLUMNS}
 """
 UPDATE_ACCOUNT = f"""
-UPDATE users SET email = COALESCE($2, email), name = COALESCE($3, name), password_hash = COALESCE($4, password_hash)
+UPDATE users SET name = COALESCE($2, name), password_hash = COALESCE($3, password_hash)
 WHERE id = $1 RETURNING {COLUMNS}
 """
 # Deleting a user, like deactivating one, voids their tokens (a trigger, 0002_sign_in.sql).
@@ -165,14 +162,21 @@ async def get_account(req, res, ctx):
     responses={200: User, 400: Error, 403: Error, 404: Error, 409: Error, 413: Error, 422: Error, 429: Error},
 )
 async def update_account(req, res, ctx):
-    """Change your own email, name or password.
+    """Change your own name or password.
 
     A new `password` needs `current_password` (422 without it, 403 if it is wrong; wrong guesses
     count as failed sign-ins, and too many get 429 with `Retry-After`), and signs out every token of
-    yours, this one included: sign in again with it.
+    yours, this one included: sign in again with it. A new email is confirmed from its mailbox:
+    `POST /auth/email-change` (an `email` here is 422).
     """
     user_id = ctx.peek(USER).id
-    patch = read(req, decode_account_patch)
+    try:
+        patch = read(req, decode_account_patch)
+    except HTTPError as refused:
+        if refused.field == "email":  # not a field here: say where it is changed
+            detail = "a new email is confirmed from its mailbox: POST /auth/email-change"
+            raise HTTPError(422, "invalid", detail, "email") from None
+        raise
     db, password_hash = ctx.peek(DB), None
     if patch.password is not UNSET:
         if patch.current_password is UNSET:
@@ -184,9 +188,9 @@ async def update_account(req, res, ctx):
         if await auth.check_password(db, me.email, patch.current_password, client_address(req)) is None:
             raise HTTPError(403, "forbidden", "current_password is not your password", "current_password")
         password_hash = await auth.passwords.hash(patch.password)
-    values = [None if value is UNSET else value for value in (patch.email, patch.name)]
+    name = None if patch.name is UNSET else patch.name
     async with db.transaction() as tx:
-        user = await tx.fetchrow(UPDATE_ACCOUNT, user_id, *values, password_hash, bind=User)
+        user = await tx.fetchrow(UPDATE_ACCOUNT, user_id, name, password_hash, bind=User)
         if user is not None and password_hash is not None:
             await tx.execute(VOID_USER_TOKENS, user_id)
     if user is None:
