@@ -5,12 +5,14 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from .connection import changes_session
 from .errors import ADRIFT, UNAVAILABLE, describe, explain
+from .hosts import Hosts, one_host_each
 from .keepalive import keep_alive
 from .queries import Querying
 
@@ -60,13 +62,28 @@ def read_after(req) -> float:
         return math.inf
 
 
+# Of a replica naming several hosts, prefer-standby is asked of each host alone, where it takes any server: as
+# standby, it takes a standby, and with none the replica is down and the primary reads, which is what it prefers.
+PREFER_STANDBY = re.compile(r"(target_session_attrs=)prefer-standby\b")
+
+
+def connect_for(dsn: str):
+    """How a replica's pool and look connect: asyncpg's connect, or for several hosts (libpq's `h1,h2`, with
+    target_session_attrs=standby to take a standby among them) each host in turn with its share of the timeout
+    (Hosts), as the primary's hosts are: asyncpg alone spends it all on a first host gone silent."""
+    if len(one_host_each(dsn)) < 2:
+        return asyncpg.connect
+    return Hosts(PREFER_STANDBY.sub(r"\1standby", dsn)).connect
+
+
 class Replica:
     """One replica: its pool, whether it answers, how far it has replayed, how far behind it is."""
 
-    __slots__ = ("dsn", "lag", "pool", "prober", "reads", "replayed", "up", "where")
+    __slots__ = ("connect", "dsn", "lag", "pool", "prober", "reads", "replayed", "up", "where")
 
     def __init__(self, dsn: str) -> None:
         self.dsn, self.where = dsn, describe(dsn)
+        self.connect = connect_for(dsn)
         self.pool: asyncpg.Pool | None = None
         self.prober: asyncpg.Connection | None = None
         self.up = False  # until a look at its replay finds it answering
@@ -104,11 +121,14 @@ class Replicas:
     async def start(self) -> None:
         """Open each replica's pool (empty, if it cannot be reached now) and begin to look at them."""
         for replica in self.replicas:
+            options = dict(self._options)
+            if replica.connect is not asyncpg.connect:
+                options["connect"] = replica.connect
             try:
-                replica.pool = await asyncpg.create_pool(replica.dsn, **self._options)
+                replica.pool = await asyncpg.create_pool(replica.dsn, **options)
             except Exception as exc:  # a replica away at startup: the primary serves until it answers
                 log.warning("replica %s cannot be reached: %s", replica.where, explain(exc), extra=self._plugin._extra)
-                replica.pool = await asyncpg.create_pool(replica.dsn, **{**self._options, "min_size": 0})
+                replica.pool = await asyncpg.create_pool(replica.dsn, **{**options, "min_size": 0})
         await self._look()
         self._watching = asyncio.create_task(self._watch())
 
@@ -190,7 +210,7 @@ class Replicas:
         try:
             if replica.prober is None or replica.prober.is_closed():
                 replica.prober = None
-                prober = await asyncpg.connect(replica.dsn, timeout=LAG_TIMEOUT, statement_cache_size=0)
+                prober = await replica.connect(replica.dsn, timeout=LAG_TIMEOUT, statement_cache_size=0)
                 keep_alive(prober, self._plugin._tcp_user_timeout)
                 replica.prober = prober
             in_recovery, replayed, lag = await replica.prober.fetchrow(REPLAY, timeout=LAG_TIMEOUT)
