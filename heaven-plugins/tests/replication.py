@@ -122,6 +122,17 @@ class Node:
         """Make this standby a primary, and wait until it is one (bounded)."""
         run("pg_ctl", "-D", str(self.data), "-w", "-t", "20", "promote")
 
+    def follow(self, primary: "Node") -> None:
+        """Start this stopped server again as a standby of `primary`: an old primary stopped cleanly rejoining
+        the new one after a failover, as an operator's switchover does (the new timeline followed)."""
+        conninfo = f"host=127.0.0.1 port={primary.port} user=postgres password={PASSWORD}"
+        self.configure(f"primary_conninfo = '{conninfo}'\nrecovery_target_timeline = 'latest'\n")
+        signal_file = self.data / "standby.signal"
+        signal_file.touch()
+        if USER:
+            shutil.chown(signal_file, USER, USER)
+        self.start()
+
 
 def _alive(pid: int) -> bool:
     try:

@@ -183,3 +183,64 @@ async def test_a_host_gone_silent_first_in_the_list_does_not_keep_the_service_fr
     # asyncpg alone spends the whole timeout (2 s) on the silent host, and the app does not start. Here one
     # share of it (1 s) is spent, once: the pool's next connection went to the primary first.
     assert took < 4.0, took
+
+
+async def test_the_old_primary_back_as_a_standby_is_never_written_to(pair, serve, log_lines):
+    # A switchover: the primary stopped cleanly, the standby promoted, the old primary started again as a standby
+    # of the new one (read-only, and first in the DSN's list of hosts), while the service keeps writing.
+    primary, standby = await pair(synchronous=True)
+    dsn = both(primary, standby)
+    conn = await asyncpg.connect(primary.url("app"))
+    try:
+        await make_admin(conn)
+    finally:
+        await conn.close()
+    url = await serve(dsn, pool_max_size=4, connect_timeout=2.0, query_timeout=3.0, acquire_timeout=2.0)
+    log_lines()
+    acknowledged: list[str] = []
+
+    async def sign_up(http: httpx.AsyncClient) -> httpx.Response:
+        email = f"s{len(acknowledged)}-{time.monotonic_ns()}@example.com"
+        response = await http.post("/users", json={"email": email, "name": "S", "password": PASSWORD})
+        if response.status_code == 201:
+            acknowledged.append(email)
+        return response
+
+    async with httpx.AsyncClient(base_url=url, timeout=15) as http:
+        assert (await sign_up(http)).status_code == 201
+        await asyncio.to_thread(primary.stop, "fast")
+        await asyncio.to_thread(standby.promote)
+
+        async def written() -> bool:
+            return (await sign_up(http)).status_code == 201
+
+        await eventually(written, within=10)
+        await asyncio.to_thread(primary.follow, standby)
+        followed = await asyncpg.connect(standby.url("app"))
+        try:
+            streaming = "SELECT count(*) > 0 FROM pg_stat_replication WHERE state = 'streaming'"
+            await eventually(lambda: followed.fetchval(streaming), within=10)
+        finally:
+            await followed.close()
+        # The old primary answers again, read-only: the running service's writes stay on the new primary...
+        answers = [(await sign_up(http)).status_code for _ in range(20)]
+        # ...and a service started now, the old primary first in its list, finds the new one.
+        fresh = await serve(dsn, pool_max_size=4, pool_min_size=4, connect_timeout=2.0)
+        async with httpx.AsyncClient(base_url=fresh, timeout=15) as other:
+            answers += [(await sign_up(other)).status_code for _ in range(20)]
+            health = (await other.get("/health")).json()
+    assert answers == [201] * 40, answers
+    assert health["primary"] == f"127.0.0.1:{standby.port}", health
+    old = await asyncpg.connect(primary.url("app"))
+    try:
+        assert await old.fetchval("SELECT pg_is_in_recovery()")
+    finally:
+        await old.close()
+    new = await asyncpg.connect(standby.url("app"))
+    try:
+        assert not await new.fetchval("SELECT pg_is_in_recovery()")
+        present = {row[0] for row in await new.fetch("SELECT email FROM users")}
+    finally:
+        await new.close()
+    assert set(acknowledged) <= present, set(acknowledged) - present
+    assert not [w for w in postgres_warnings(log_lines()) if "read-only" in w]

@@ -3,6 +3,7 @@ serve going to it, a client reading its own writes all the same, and the primary
 
 import asyncio
 import re
+import socket
 
 import asyncpg
 import httpx
@@ -119,3 +120,56 @@ async def test_reads_go_to_the_primary_while_the_replica_lags_beyond_the_bound_o
     assert health.status_code == 200 and health.json()["status"] == "ok"
     warnings = [line["message"] for line in log_lines() if line["level"] == "WARNING"]
     assert warnings == [f"replica {describe(replica)} is down: " + warnings[0].split(": ", 1)[1]], warnings
+
+
+async def test_a_replica_url_may_name_several_hosts_and_its_standby_takes_the_reads(pair, serve):
+    # libpq's multi-host form: of a host gone silent (it takes connections and never answers), the primary and the
+    # standby, the standby. Each host gets its share of the timeouts, as the primary's hosts do: asyncpg alone would
+    # spend the look's whole 2 s on the silent host, every time. prefer-standby is taken as standby: asked of each
+    # host alone, it would take the primary, second in the list.
+    primary, standby = await pair(synchronous=False)
+    conn = await asyncpg.connect(primary.url("app"))
+    try:
+        await make_admin(conn)
+    finally:
+        await conn.close()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        hosts = f"127.0.0.1:{silent.getsockname()[1]},127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
+        replica = (
+            standby.url("app").replace(f"127.0.0.1:{standby.port}", hosts) + "?target_session_attrs=prefer-standby"
+        )
+        url = await serve(primary.url("app"), database_replica_urls=replica, connect_timeout=3.0)
+        http = await admin_client(url)
+        http.cookies.clear()  # no write of its own to wait for
+        try:
+
+            async def replica_ok() -> bool:
+                return (await http.get("/health")).json()["replicas"][0]["status"] == "ok"
+
+            await eventually(replica_ok, within=8)
+            for _ in range(20):
+                assert (await http.get("/users?limit=5")).status_code == 200
+            ran = {node: await _listed(node.url("app")) for node in (primary, standby)}
+            health = (await http.get("/health")).json()
+            scraped = (await http.get("/metrics")).text
+        finally:
+            await http.aclose()
+    assert health["replicas"][0]["replica"] == describe(replica)
+    # The reads ran on the standby's connections, none on the primary's.
+    assert ran[standby] >= 1 and ran[primary] == 0, ran
+    assert metric(scraped, 'db_replica_reads_total{served_by="replica"}') >= 20
+    assert metric(scraped, 'db_replica_reads_total{served_by="primary"}') == 0
+
+
+LISTED = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%ORDER BY id LIMIT%' AND pid <> pg_backend_pid()"
+
+
+async def _listed(url: str) -> int:
+    """The connections to that server whose last query was the list of /users."""
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(LISTED)
+    finally:
+        await conn.close()

@@ -19,7 +19,7 @@ from .outage import Outages
 from .pool import Lender, StuckResets
 from .queries import Queries, Querying
 from .quiet import quiet_floor
-from .replicas import WRITES, Replica, ReplicaReads, Replicas, read_after, remember_write
+from .replicas import WRITES, Replica, ReplicaReads, Replicas, read_after, remembering_after, remembering_writes
 from .watch import Watch
 
 # The package's one logger, whichever module speaks: "heaven_plugins.postgres".
@@ -170,17 +170,15 @@ class Postgres(Querying):
         app.ON("shutdown", self.shutdown)
         app.keep(self.name, self)
         app.keep(PLUGIN, self)
-        if self._replicas is not None:  # read-your-writes: after each write, where the primary's WAL is
-
-            async def remember(req, res, ctx):
-                await remember_write(req, res, self)
-
-            app.AFTER("/*", remember, methods=list(WRITES))
         if hasattr(app, "provide"):  # this project's App: the same, without a hook on every request
             app.provide(self.name, self)
             app.answer(DatabaseUnavailable, answers.unavailable)
             app.answer(asyncpg.UniqueViolationError, answers.conflict)
+            if self._replicas is not None:  # read-your-writes: after each write, where the primary's WAL is
+                app.wrap(remembering_writes(self))
             return
+        if self._replicas is not None:
+            app.AFTER("/*", remembering_after(self), methods=list(WRITES))
 
         def inject(req, res, ctx):  # not async: Heaven calls a plain hook without a coroutine
             ctx.keep(self.name, self)

@@ -5,13 +5,16 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from .connection import changes_session
 from .errors import ADRIFT, UNAVAILABLE, describe, explain
+from .hosts import Hosts, one_host_each
 from .keepalive import keep_alive
+from .pool import Lender
 from .queries import Querying
 
 if TYPE_CHECKING:
@@ -60,13 +63,29 @@ def read_after(req) -> float:
         return math.inf
 
 
+# Of a replica naming several hosts, prefer-standby is asked of each host alone, where it takes any server: as
+# standby, it takes a standby, and with none the replica is down and the primary reads, which is what it prefers.
+PREFER_STANDBY = re.compile(r"(target_session_attrs=)prefer-standby\b")
+
+
+def connect_for(dsn: str):
+    """How a replica's pool and look connect: asyncpg's connect, or for several hosts (libpq's `h1,h2`, with
+    target_session_attrs=standby to take a standby among them) each host in turn with its share of the timeout
+    (Hosts), as the primary's hosts are: asyncpg alone spends it all on a first host gone silent."""
+    if len(one_host_each(dsn)) < 2:
+        return asyncpg.connect
+    return Hosts(PREFER_STANDBY.sub(r"\1standby", dsn)).connect
+
+
 class Replica:
     """One replica: its pool, whether it answers, how far it has replayed, how far behind it is."""
 
-    __slots__ = ("dsn", "lag", "pool", "prober", "reads", "replayed", "up", "where")
+    __slots__ = ("connect", "dsn", "lag", "lender", "pool", "prober", "reads", "replayed", "up", "where")
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, lender: Lender) -> None:
         self.dsn, self.where = dsn, describe(dsn)
+        self.connect = connect_for(dsn)
+        self.lender = lender  # lends the pool's connections, as the primary's are
         self.pool: asyncpg.Pool | None = None
         self.prober: asyncpg.Connection | None = None
         self.up = False  # until a look at its replay finds it answering
@@ -82,11 +101,12 @@ class Replicas:
     def __init__(
         self, dsns: list[str], max_lag: float, pool_options: dict, plugin: "Postgres", close_timeout: float
     ) -> None:
-        self.replicas = [Replica(dsn) for dsn in dsns]
+        acquire_timeout = plugin._lender._acquire_timeout
+        self.replicas = [Replica(dsn, Lender(acquire_timeout, pool_options["max_size"])) for dsn in dsns]
         self._close_timeout = close_timeout
         self.max_lag = max_lag
         self._options = pool_options
-        self._plugin = plugin
+        self.plugin = plugin
         self._turn = 0
         self.primary_reads = 0  # reads offered to the replicas that went to the primary
         self._watching: asyncio.Task | None = None
@@ -104,11 +124,15 @@ class Replicas:
     async def start(self) -> None:
         """Open each replica's pool (empty, if it cannot be reached now) and begin to look at them."""
         for replica in self.replicas:
+            options = dict(self._options)
+            if replica.connect is not asyncpg.connect:
+                options["connect"] = replica.connect
             try:
-                replica.pool = await asyncpg.create_pool(replica.dsn, **self._options)
+                replica.pool = await asyncpg.create_pool(replica.dsn, **options)
             except Exception as exc:  # a replica away at startup: the primary serves until it answers
-                log.warning("replica %s cannot be reached: %s", replica.where, explain(exc), extra=self._plugin._extra)
-                replica.pool = await asyncpg.create_pool(replica.dsn, **{**self._options, "min_size": 0})
+                log.warning("replica %s cannot be reached: %s", replica.where, explain(exc), extra=self.plugin._extra)
+                replica.pool = await asyncpg.create_pool(replica.dsn, **{**options, "min_size": 0})
+            replica.lender.open(replica.pool, asyncio.get_running_loop())
         await self._look()
         self._watching = asyncio.create_task(self._watch())
 
@@ -119,6 +143,7 @@ class Replicas:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watching
         for replica in self.replicas:
+            replica.lender.close()
             if replica.prober is not None:
                 replica.prober.terminate()
             if replica.pool is not None:
@@ -138,44 +163,14 @@ class Replicas:
                 return replica
         return None
 
-    async def run(self, after: float, method: str, query: str, args: tuple, options: dict) -> Any:
-        """Run one read on a replica that may serve it, else, or when it fails to, on the primary."""
-        replica = self.pick(after)
-        if replica is not None:
-            try:
-                return await self._on(replica, method, query, args, options)
-            except UNAVAILABLE as exc:
-                self._down(replica, exc)
-            except asyncpg.TransactionRollbackError:
-                pass  # "canceling statement due to conflict with recovery": a replica's hazard, not the read's
-        self.primary_reads += 1
-        return await self._plugin._run(method, query, args, **options)
-
-    async def _on(self, replica: Replica, method: str, query: str, args: tuple, options: dict) -> Any:
-        plugin = self._plugin
-        async with asyncio.timeout(plugin._lender._acquire_timeout):
-            conn = await replica.pool.acquire()
-        try:
-            if changes_session(query):
-                conn.change_session()
-            result = await getattr(conn, method)(query, *args, timeout=plugin._query_timeout, **options)
-        except ADRIFT:
-            conn.terminate()
-            raise
-        finally:
-            with contextlib.suppress(Exception):
-                await replica.pool.release(conn)
-        replica.reads += 1
-        return result
-
-    def _down(self, replica: Replica, exc: BaseException) -> None:
+    def down(self, replica: Replica, exc: BaseException) -> None:
         if replica.up:
             replica.up = False
             log.warning(
                 "replica %s is down: %s; its reads go to the primary until it answers",
                 replica.where,
                 explain(exc),
-                extra=self._plugin._extra,
+                extra=self.plugin._extra,
             )
 
     async def _watch(self) -> None:
@@ -190,8 +185,8 @@ class Replicas:
         try:
             if replica.prober is None or replica.prober.is_closed():
                 replica.prober = None
-                prober = await asyncpg.connect(replica.dsn, timeout=LAG_TIMEOUT, statement_cache_size=0)
-                keep_alive(prober, self._plugin._tcp_user_timeout)
+                prober = await replica.connect(replica.dsn, timeout=LAG_TIMEOUT, statement_cache_size=0)
+                keep_alive(prober, self.plugin._tcp_user_timeout)
                 replica.prober = prober
             in_recovery, replayed, lag = await replica.prober.fetchrow(REPLAY, timeout=LAG_TIMEOUT)
         except (Exception, asyncio.CancelledError) as exc:
@@ -200,13 +195,13 @@ class Replicas:
                 replica.prober = None
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            self._down(replica, exc)
+            self.down(replica, exc)
             return
         replica.replayed = wal_position(replayed) if in_recovery else -1
         replica.lag = math.inf if lag is None else float(lag)
         if not replica.up:
             replica.up = True
-            log.info("replica %s answers; lag %.1f s", replica.where, replica.lag, extra=self._plugin._extra)
+            log.info("replica %s answers; lag %.1f s", replica.where, replica.lag, extra=self.plugin._extra)
 
 
 class ReplicaReads(Querying):
@@ -219,15 +214,72 @@ class ReplicaReads(Querying):
         self._replicas, self._after = replicas, after
 
     async def _run(self, method: str, query: str, args: tuple, **options: Any) -> Any:
-        return await self._replicas.run(self._after, method, query, args, options)
+        # One read on a replica that may serve it, else, or when it fails to, on the primary. As the primary's
+        # reads (Postgres._run), in one coroutine, lent by a Lender, which arms no timer while a connection is
+        # free: an asyncio.timeout around the acquire cost 25k instructions a read, two coroutines more about 5k
+        # (callgrind, bench/replica.py).
+        replicas = self._replicas
+        replica = replicas.pick(self._after)
+        if replica is not None:
+            lender = replica.lender
+            try:
+                conn = await lender.acquire()
+                try:
+                    if changes_session(query):
+                        conn.change_session()
+                    timeout = replicas.plugin._query_timeout
+                    result = await getattr(conn, method)(query, *args, timeout=timeout, **options)
+                except ADRIFT:
+                    lender.drop(conn)
+                    raise
+                finally:
+                    await lender.release(conn)
+                replica.reads += 1
+                return result
+            except UNAVAILABLE as exc:
+                replicas.down(replica, exc)
+            except asyncpg.TransactionRollbackError:
+                pass  # "canceling statement due to conflict with recovery": a replica's hazard, not the read's
+        replicas.primary_reads += 1
+        return await replicas.plugin._run(method, query, args, **options)
 
 
-async def remember_write(req, res, plugin: "Postgres") -> None:
-    """After a write that succeeded, the pg_lsn cookie: where the primary's WAL is, for the reads after it."""
-    if res.status >= 400:
-        return
+async def wal_cookie(plugin: "Postgres") -> bytes:
+    """The pg_lsn cookie after a write that succeeded: where the primary's WAL is, for the reads after it."""
     try:
         position = await plugin.fetchval(WAL_POSITION)
     except Exception:  # the write is done and answered: its reads go to the primary for a while instead
         position = UNKNOWN
-    res.headers = "Set-Cookie", f"{COOKIE}={position}; Max-Age={COOKIE_SECONDS}; Path=/; HttpOnly; SameSite=Lax"
+    return f"{COOKIE}={position}; Max-Age={COOKIE_SECONDS}; Path=/; HttpOnly; SameSite=Lax".encode()
+
+
+def remembering_writes(plugin: "Postgres"):
+    """The App's layer (App.wrap) that sets the pg_lsn cookie on each write's answer below 400. A layer, not an
+    AFTER hook: any AFTER hook has Heaven look hooks up on every request, 13k instructions each GET."""
+
+    def layer(serve):
+        async def remember(scope, receive, send):
+            if scope["type"] != "http" or scope["method"] not in WRITES:
+                return await serve(scope, receive, send)
+
+            async def send_with_cookie(message):
+                if message["type"] == "http.response.start" and message["status"] < 400:
+                    cookie = (b"set-cookie", await wal_cookie(plugin))
+                    message = {**message, "headers": [*message.get("headers", ()), cookie]}
+                await send(message)
+
+            return await serve(scope, receive, send_with_cookie)
+
+        return remember
+
+    return layer
+
+
+def remembering_after(plugin: "Postgres"):
+    """The same as a Heaven AFTER hook, for an app that is not this project's App."""
+
+    async def remember(req, res, ctx):
+        if res.status < 400:
+            res.headers = "Set-Cookie", (await wal_cookie(plugin)).decode()
+
+    return remember
