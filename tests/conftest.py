@@ -197,14 +197,14 @@ def installed(python: str, run, project: str) -> dict[str, str]:
     return {canonicalize_name(p["name"]): p["version"] for p in listed if canonicalize_name(p["name"]) not in ignored}
 
 
-# The suite runs on two pytest-xdist workers (pyproject's addopts). Tests that measure time share one group, which
+# The suite runs on three pytest-xdist workers (pyproject's addopts). Tests that measure time share one group, which
 # --dist loadgroup runs on one worker, one test at a time: never beside each other. Add a module of such tests here.
 TIMING_MODULES = {"test_reliability.py", "test_faults.py"}
-# Longest first, so that a worker starts it at once: the bench's smoke run, alone about half the suite's work. It
-# checks answers, not speed, but its callgrind runs take a whole core: beside the timing group they held /health past
-# its bound twice (1.00 and 1.03 s against 1.0). So it runs in that group, first, and the other worker takes the rest.
+# Longest first, so that a worker starts it at once: the bench's smoke run. It checks answers, not speed, but its
+# callgrind runs take a whole core: beside the timing group they held /health past its bound twice (1.00 and 1.03 s
+# against 1.0). So it runs in that group, first, and the other workers take the rest.
 FIRST_MODULES = {"smoke_test.py"}
-# Next, for the other worker: the library's whole suite, run in one test (test_library.py).
+# Next, for a second worker: the library's whole suite, run in one test (test_library.py), the longest of all.
 NEXT_MODULES = {"test_library.py"}
 
 
