@@ -81,7 +81,8 @@ async def test_health_says_degraded_on_a_read_only_database_whose_writes_get_503
 
 def test_sigterm_drains_readiness_first_then_stops(migrated, spawn):
     # Served as the image serves it, in a process of its own: SIGTERM reaches the server as it would in a container.
-    process = spawn(migrated, drain_seconds=1.5)
+    # A drain of 3 s: what the test asks within it takes well under 1.5 s, and a loaded machine has the rest.
+    process = spawn(migrated, drain_seconds=3)
     with httpx.Client(base_url=process.url, timeout=5) as http:
         assert http.get("/health").json() == {"status": "ok", "database": "ok"}
         signalled = time.monotonic()
@@ -94,7 +95,7 @@ def test_sigterm_drains_readiness_first_then_stops(migrated, spawn):
         assert health.status_code == 503 and health.json()["status"] == "draining", health.text
         assert health.headers["retry-after"]
         assert http.get("/health/live").status_code == 200
-        assert time.monotonic() - signalled < 1.5
+        assert time.monotonic() - signalled < 3
         # ...until the drain is over: then the listener closes and the process ends.
         refused_at = None
         while refused_at is None and time.monotonic() - signalled < 10:
@@ -103,7 +104,7 @@ def test_sigterm_drains_readiness_first_then_stops(migrated, spawn):
             except httpx.ConnectError:
                 refused_at = time.monotonic() - signalled
             time.sleep(0.02)
-    assert refused_at is not None and 1.5 <= refused_at < 5.0, refused_at
+    assert refused_at is not None and 3 <= refused_at < 6.5, refused_at
     assert process.process.wait(timeout=10) == -signal.SIGTERM  # uvicorn raises it again once stopped
     assert '"message": "draining"' in process.output() or '"message":"draining"' in process.output()
 
