@@ -24,6 +24,15 @@ async def eventually(condition: Callable, within: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def admin_on(primary: Node) -> None:
+    """The admin the load signs in as, made on the primary (the standby replays it)."""
+    conn = await asyncpg.connect(primary.url("app"))
+    try:
+        await make_admin(conn)
+    finally:
+        await conn.close()
+
+
 def both(primary: Node, standby: Node) -> str:
     """libpq's multi-host DSN of the pair: whichever accepts writes."""
     where = f"127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
@@ -89,11 +98,7 @@ async def test_after_a_failover_writes_come_back_within_5_s_of_the_promotion(pai
     primary, standby = await pair(synchronous)
     say(f"pair {time.monotonic() - t0:.2f}")
     dsn = both(primary, standby)
-    conn = await asyncpg.connect(primary.url("app"))
-    try:
-        await make_admin(conn)
-    finally:
-        await conn.close()
+    await admin_on(primary)
     url = await serve(dsn, pool_max_size=4, connect_timeout=2.0, query_timeout=3.0, acquire_timeout=2.0)
     log_lines()
     async with httpx.AsyncClient(base_url=url, timeout=15) as http:
@@ -190,11 +195,7 @@ async def test_the_old_primary_back_as_a_standby_is_never_written_to(pair, serve
     # of the new one (read-only, and first in the DSN's list of hosts), while the service keeps writing.
     primary, standby = await pair(synchronous=True)
     dsn = both(primary, standby)
-    conn = await asyncpg.connect(primary.url("app"))
-    try:
-        await make_admin(conn)
-    finally:
-        await conn.close()
+    await admin_on(primary)
     url = await serve(dsn, pool_max_size=4, connect_timeout=2.0, query_timeout=3.0, acquire_timeout=2.0)
     log_lines()
     acknowledged: list[str] = []
