@@ -115,7 +115,7 @@ class JSONRoutes(Routes):
             return w
         r._application = root.heaven_instance
         r._route = matched
-        w.status, w.body = 200, b""
+        w._status, w._body = 200, b""  # not through Heaven's body setter (web.send says why)
         call, asynchronous = self._callables.get(handler) or self._callable(handler)
         try:
             if self.befores:
