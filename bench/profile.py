@@ -7,10 +7,10 @@ One process runs under callgrind, the service started as uvicorn would start it;
 (header decoding, routing, the token check...) then runs N times in a row with the objects the headline
 request (GET /users?limit=20, an admin's token) gives it. Callgrind writes its count at each call of
 os.getppid(), which marks where one layer's loop ends and the next begins (--dump-before), so a layer's
-instructions are its loop's count over N, less an empty loop's. The coroutines a request goes through are
-counted nested, each with all it awaits, from the App down to the query, so that each one's own share is the
-difference between it and the next. Whole requests are counted the same way,
-one at a time, through the service and through the floor (contenders/floor.py). Results: bench/results/profile.md.
+instructions are its loop's count over N, less an empty loop's. Whole requests are counted the same way, one
+at a time, through the service and through the floor (contenders/floor.py); and the coroutines of the service's
+request nested, each with all it awaits, from the App down to the query, so that each one's own share is the
+difference from the next. Results: bench/results/profile.md.
 """
 
 import argparse
@@ -243,7 +243,10 @@ async def _layers() -> None:
         ("database: the plugin's fetch, no bind (awaited)", lambda: db.fetch(SELECT_USERS, 0, 20)),
         ("database: asyncpg's pool.fetch, no reset (awaited)", lambda: floor_pool.fetch(SELECT_USERS, 0, 20)),
         ("whole request, the service, one at a time (awaited)", lambda: service(scope(), receive, answer)),
-        ("the App's route table: JSONRoutes.handle (awaited)", lambda: engine.handle(scope(), receive, answer, meta, service)),
+        (
+            "the App's route table: JSONRoutes.handle (awaited)",
+            lambda: engine.handle(scope(), receive, answer, meta, service),
+        ),
         ("answering it: JSONRoutes._answer (awaited)", lambda: engine._answer(scope(), receive, meta, service)),
         ("the handler with its check and error answering (awaited)", lambda: handler_layer(handler)),
         ("the handler alone (list_users) (awaited)", lambda: handler_layer(handler.__wrapped__)),
