@@ -7,8 +7,10 @@ One process runs under callgrind, the service started as uvicorn would start it;
 (header decoding, routing, the token check...) then runs N times in a row with the objects the headline
 request (GET /users?limit=20, an admin's token) gives it. Callgrind writes its count at each call of
 os.getppid(), which marks where one layer's loop ends and the next begins (--dump-before), so a layer's
-instructions are its loop's count over N, less an empty loop's. Whole requests are counted the same way,
-one at a time, through the service and through the floor (contenders/floor.py). Results: bench/results/profile.md.
+instructions are its loop's count over N, less an empty loop's. Whole requests are counted the same way, one
+at a time, through the service and through the floor (contenders/floor.py); and the coroutines of the service's
+request nested, each with all it awaits, from the App down to the query, so that each one's own share is the
+difference from the next. Results: bench/results/profile.md.
 """
 
 import argparse
@@ -76,7 +78,7 @@ def count(valgrind: str, env: dict, scratch: Path) -> list[tuple[str, float]]:
         [
             valgrind,
             "--tool=callgrind",
-            "--dump-before=os_getppid",
+            "--dump-before=getppid",  # libc's, which os.getppid() calls: found in a stripped Python too
             f"--callgrind-out-file={out}",
             sys.executable,
             __file__,
@@ -191,6 +193,13 @@ async def _layers() -> None:
     async def nothing() -> None:
         pass
 
+    handler = engine.cache["GET"][PATH]  # the route's handler: App.abettor's error answering around list_users
+    meta = (DEFAULT, app_module.decoded_headers(the_scope))
+
+    async def handler_layer(call) -> None:
+        res._headers.clear()
+        await call(req, res, ctx)
+
     floor_module = importlib.import_module("raw")  # floor.py's app is raw.py's
     raw_query = the_scope["query_string"].decode("latin-1")
     json_header = ("Content-Type", "application/json")
@@ -234,6 +243,14 @@ async def _layers() -> None:
         ("database: the plugin's fetch, no bind (awaited)", lambda: db.fetch(SELECT_USERS, 0, 20)),
         ("database: asyncpg's pool.fetch, no reset (awaited)", lambda: floor_pool.fetch(SELECT_USERS, 0, 20)),
         ("whole request, the service, one at a time (awaited)", lambda: service(scope(), receive, answer)),
+        (
+            "the App's route table: JSONRoutes.handle (awaited)",
+            lambda: engine.handle(scope(), receive, answer, meta, service),
+        ),
+        ("answering it: JSONRoutes._answer (awaited)", lambda: engine._answer(scope(), receive, meta, service)),
+        ("the handler with its check and error answering (awaited)", lambda: handler_layer(handler)),
+        ("the handler alone (list_users) (awaited)", lambda: handler_layer(handler.__wrapped__)),
+        ("database: the plugin's fetch, rows bound (awaited)", lambda: db.fetch(SELECT_USERS, 0, 20, bind=user)),
         ("whole request, the floor, one at a time (awaited)", lambda: floor(scope(), receive, answer)),
     ]
     if hasattr(app_module, "decoded_headers"):  # since the App decodes them itself

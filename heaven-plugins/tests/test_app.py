@@ -250,6 +250,46 @@ async def test_a_request_is_answered_as_heaven_would_answer_it():
     assert deferred == [ours, heavens]
 
 
+async def test_a_body_in_several_messages_is_read_whole_and_past_the_limit_is_a_413_once_all_is_read():
+    # Read by the App itself (routes.py) as Heaven's Routes.buffer reads it.
+    app = App(access_log=False, max_body_size=10)
+    app.guard(lambda handler: None)
+
+    async def echo(req, res, ctx):
+        send(res, {"body": req.body.decode()})
+
+    app.POST("/echo", echo)
+    scope = {"type": "http", "method": "POST", "path": "/echo", "raw_path": b"/echo", "query_string": b""}
+    scope["headers"] = [(b"host", b"127.0.0.1:8000")]
+    cases = [
+        ([b"abc", b"def", b""], 200, b'{"body":"abcdef"}'),
+        ([b"0123456789"], 200, b'{"body":"0123456789"}'),
+        ([b"0123456", b"789", b"x", b"yz"], 413, b'{"error":"payload_too_large","detail":"the body is over 10 bytes"}'),
+        ([b"0123456789x"], 413, b'{"error":"payload_too_large","detail":"the body is over 10 bytes"}'),
+    ]
+    for parts, status, body in cases:
+        last = len(parts) - 1
+        messages = [{"type": "http.request", "body": part, "more_body": i < last} for i, part in enumerate(parts)]
+        sent: list[dict] = []
+        await app(dict(scope), _popping(messages), _appending(sent))
+        assert (sent[0]["status"], sent[1]["body"]) == (status, body), parts
+        assert messages == []  # every part read, even past the limit
+
+
+def _popping(messages: list[dict]):
+    async def receive():
+        return messages.pop(0)
+
+    return receive
+
+
+def _appending(sent: list[dict]):
+    async def send(message):
+        sent.append(message)
+
+    return send
+
+
 async def _asgi(app, method: str, path: str, query: bytes) -> tuple:
     # One request as uvicorn makes it: the status, the headers but the request id, and the body sent.
     scope = {

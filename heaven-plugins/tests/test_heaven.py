@@ -31,7 +31,6 @@ def internal(module: str, name: str):
 SIGNATURES = [
     ("heaven.router", "Routes.xhooks", "self hookstore methodstore matched r w c before", "exactly"),
     ("heaven.router", "Routes.unmatched", "self scope method route w", "exactly"),
-    ("heaven.router", "Routes.buffer", "self r receive w application", "exactly"),
     ("heaven.router", "Routes.handle", "self scope receive send metadata application", "exactly"),
     ("heaven.router", "Router.abettor", "self method route handler", "first"),
     ("heaven.router", "_string_to_function_handler", "handler", "exactly"),

@@ -51,7 +51,9 @@ def send(res, body: Any, status: int = 200) -> None:
         res.headers = _JSON
     else:  # the usual answer, with no header yet: appended, not rebuilt by the setter
         headers.append(_JSON_HEADER)
-    res.body = _encode(body)
+    # Bytes kept as they are, which is all Heaven's body setter does with them, through a singledispatch
+    # (a weak-keyed cache lookup) and two hasattr() that fail: 3.5k instructions (bench/results/profile.md).
+    res._body = _encode(body)
 
 
 def read(req, decode: Callable[[bytes], T]) -> T:
@@ -80,8 +82,13 @@ def read_query(req, struct: type[T]) -> T:
     raw = req.querystring.decode("latin-1")
     if "%" in raw or "+" in raw:
         query = dict(parse_qsl(raw))
-    else:  # the usual `limit=20&after=40`, split three times faster than parse_qsl does it
-        query = {key: value for key, _, value in (pair.partition("=") for pair in raw.split("&")) if key}
+    else:  # the usual `limit=20&after=40`, split four times faster than parse_qsl does it
+        # A loop, not a comprehension over a generator: two frames fewer, 3k instructions (bench/results/profile.md).
+        query = {}
+        for pair in raw.split("&"):
+            key, _, value = pair.partition("=")
+            if key:
+                query[key] = value
     try:
         return msgspec.convert(query, struct, strict=False)
     except msgspec.ValidationError as exc:

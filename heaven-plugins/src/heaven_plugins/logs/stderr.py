@@ -3,6 +3,11 @@
 import os
 import select
 
+# A poll object per file descriptor written without waiting, made once: making and registering one for
+# every batch was a third of a batch's write (bench/results/profile.md). Only the event loop polls, one
+# batch at a time (the writer's lock), so no two threads poll one of them at once.
+_polls: dict[int, select.poll] = {}
+
 
 def write_lines(stream, data: bytes, wait: bool) -> bytes:
     """Write `data`, whole lines, to `stream`. Unless `wait`, write only what it takes without waiting,
@@ -14,12 +19,21 @@ def write_lines(stream, data: bytes, wait: bool) -> bytes:
         stream.flush()
         return b""
     if not wait:
-        ready = select.poll()
-        ready.register(fd, select.POLLOUT)
+        ready = _polls.get(fd)
+        if ready is None:
+            ready = _polls[fd] = select.poll()
+            ready.register(fd, select.POLLOUT)
     # Whole lines, at most PIPE_BUF bytes a write: a pipe takes such a write whole, so the lines of
     # several processes on one stderr (uvicorn --workers) never cut into each other; and a write of
     # PIPE_BUF bytes at most to a pipe that polls writable does not wait.
-    view, start = memoryview(data), 0
+    start = 0
+    if len(data) <= select.PIPE_BUF:  # the usual batch: one write
+        if not wait and not ready.poll(0):
+            return data
+        start = os.write(fd, data)
+        if start == len(data):
+            return b""
+    view = memoryview(data)
     while start < len(data):
         if not wait and not ready.poll(0):
             return data[start:]

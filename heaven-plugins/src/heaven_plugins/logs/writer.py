@@ -169,8 +169,11 @@ class LogWriter:
         """Write the lines among `items` (AccessLines alone if `plain`) and set its flush events.
         Unless `wait`, write only what stderr takes without waiting, and give back the rest."""
         dropped = self._dropped - self._reported_dropped
-        self._reported_dropped += dropped
-        lines, raw, flushed = lines_of(items, plain, dropped, self.tracebacks)
+        if plain and not dropped and not self.tracebacks.left_out:  # the usual batch: access lines alone, as they are
+            lines, raw, flushed = items, b"", ()
+        else:
+            self._reported_dropped += dropped
+            lines, raw, flushed = lines_of(items, plain, dropped, self.tracebacks)
         rest = b""
         if lines or raw:
             data = raw + self.render(lines)

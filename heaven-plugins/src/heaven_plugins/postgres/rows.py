@@ -4,7 +4,7 @@ import inspect
 from collections.abc import Sequence
 from itertools import starmap
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import msgspec
@@ -25,10 +25,10 @@ def bind_rows(rows: Sequence[asyncpg.Record], struct: type[S]) -> list[S]:
     """
     if not rows:
         return []
-    fields, row_type = _plan(struct)
+    fields, rows_type = _plan(struct)
     try:
         if tuple(rows[0].keys()) == fields:
-            return list(starmap(struct, msgspec.convert(list(map(_values, rows)), row_type)))
+            return list(starmap(struct, msgspec.convert((list(map(_values, rows)),), rows_type).rows))
         return msgspec.convert([dict(row) for row in rows], list[struct])
     except msgspec.ValidationError:
         return _explain_rows(rows, struct)
@@ -36,19 +36,21 @@ def bind_rows(rows: Sequence[asyncpg.Record], struct: type[S]) -> list[S]:
 
 # A Record's values as a tuple: record[:] is twice as fast as tuple(record), which iterates.
 _values = itemgetter(slice(None))
-_plans: dict[type, tuple[tuple[str, ...], Any]] = {}
+_plans: dict[type, tuple[tuple[str, ...], type[msgspec.Struct]]] = {}
 
 
-def _plan(struct: type) -> tuple[tuple[str, ...], Any]:
+def _plan(struct: type) -> tuple[tuple[str, ...], type[msgspec.Struct]]:
+    # The column names the rows must have, and what their values are converted into: a Struct holding them
+    # as a list of tuples of the fields' types. Not that list's type itself: msgspec works out what a type
+    # means on every convert() of it (7k instructions for a User's), but once for a Struct's fields.
     plan = _plans.get(struct)
     if plan is None:
         if any(p.kind is p.KEYWORD_ONLY for p in inspect.signature(struct).parameters.values()):
             raise BindError(f"{struct.__name__} has keyword-only fields; bind passes fields by position")
         fields = msgspec.structs.fields(struct)
-        plan = _plans[struct] = (
-            tuple(field.name for field in fields),
-            list[tuple[tuple(field.type for field in fields)]],  # type: ignore[misc]
-        )
+        row = tuple[tuple(field.type for field in fields)]  # type: ignore[misc]
+        rows = msgspec.defstruct(f"{struct.__name__}Rows", [("rows", list[row])], array_like=True)
+        plan = _plans[struct] = (tuple(field.name for field in fields), rows)
     return plan
 
 

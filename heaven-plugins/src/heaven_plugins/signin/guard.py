@@ -57,9 +57,9 @@ class Guard:
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal of an `Authorization` header's bearer token; else 401 (or 503 when the
         revocations are out of date)."""
-        # Heaven gives a list for a header sent twice. The scheme's case does not matter (RFC 9110).
-        if type(authorization) is str and authorization[:7].lower() == "bearer ":
-            principal = self.tokens.read(authorization[7:], time.time())
+        # Heaven gives a list for a header sent twice.
+        if type(authorization) is str:
+            principal = self.tokens.bearer(authorization, time.time())
             if principal is not None and not self.revocations.voids(principal):
                 if self.stale:
                     raise DatabaseUnavailable(TimeoutError(f"revocations not read for {STALE_AFTER} s"))
