@@ -23,7 +23,8 @@ async def fail(job: jobs.Job) -> None:
         job.name,
         job.attempt,
     )
-    raise RuntimeError("this job always fails")
+    # Its message quotes the payload, as an owner's error might: neither may reach a log or PgQueuer's table.
+    raise RuntimeError(f"this job always fails: {job.payload}")
 
 
 async def slow(job: jobs.Job) -> None:

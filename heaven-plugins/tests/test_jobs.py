@@ -54,9 +54,9 @@ async def test_a_worker_runs_a_committed_job(db: Postgres, conn, worker):
 
 async def test_a_failing_job_is_tried_again_then_held_and_counted(db: Postgres, conn, worker, serve, migrated):
     url = await serve(migrated, jobs_every=0.1)
-    worker(job_attempts=3, job_first_retry=0.1)
+    process = worker(job_attempts=3, job_first_retry=0.1)
     async with db.transaction() as tx:
-        job_id = await enqueue(tx, "fail", None)
+        job_id = await enqueue(tx, "fail", {"token": "s3cret-t0ken"})
 
     async def held():
         return await conn.fetchval("SELECT status FROM pgqueuer WHERE id = $1", job_id) == "failed"
@@ -67,6 +67,11 @@ async def test_a_failing_job_is_tried_again_then_held_and_counted(db: Postgres, 
     # Backoff: at least 0.1 s before the second attempt, 0.2 s before the third (a worker may find it later).
     assert (times[1] - times[0]).total_seconds() >= 0.1
     assert (times[2] - times[1]).total_seconds() >= 0.2
+    # What failed, by type and place, in the worker's log and PgQueuer's; never the message, which quoted the payload.
+    assert "RuntimeError at " in process.output() and "s3cret" not in process.output()
+    tracebacks = await conn.fetch("SELECT traceback::text FROM pgqueuer_log WHERE job_id = $1", job_id)
+    assert any("RuntimeError at " in (row[0] or "") for row in tracebacks), tracebacks
+    assert not any("s3cret" in (row[0] or "") for row in tracebacks)
 
     async with httpx.AsyncClient(base_url=url) as client:
 

@@ -36,6 +36,19 @@ async def test_a_message_reaches_the_server_with_both_bodies(smtp):
     assert received.get_body(("html",)).get_content().strip() == "<p>html</p>"
 
 
+async def test_a_message_goes_to_its_one_address_whatever_the_header_would_read_in_it(smtp):
+    # An address stored before the Email field refused a list in one (or written by psql): mailed to that one
+    # string alone, never to each address a To header holding it would name.
+    mailbox, port = smtp
+    mailbox.messages.clear()
+    mailbox.envelopes.clear()
+    mailer = Mailer("127.0.0.1", port, "noreply@example.com", tls="none")
+    await mailer.send("victim@example.com,postmaster", Message("s", "t"))
+    # One RCPT TO, of that string (this server reads it up to the comma); from the header it had been two, the
+    # second to postmaster.
+    assert mailbox.envelopes == [["victim@example.com"]]
+
+
 async def test_starttls_is_required_when_asked_for(smtp):
     _, port = smtp  # a server that offers no STARTTLS: the mail is not sent in the clear
     mailer = Mailer("127.0.0.1", port, "noreply@example.com", tls="starttls", timeout=5)

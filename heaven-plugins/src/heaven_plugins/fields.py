@@ -73,9 +73,10 @@ _ASTRAL_HIDDEN = rf"{_ASTRAL}(?<={_ASTRAL_INVISIBLE})"
 # Not such a character, before a class that must not take one: Python's classes hold code points, so
 # `[^a]` takes U+E0041 unless told; without `u`, ECMA-262 never sees a code point above U+FFFF.
 _NOT_ASTRAL = r"(?![^\u0000-\uffff])"
-# Within an address: no @, and none of _SPACE, _CONTROL or _INVISIBLE.
+# Within an address: no @, none of _SPACE, _CONTROL or _INVISIBLE, and none of what would make a mail header of it
+# more than one plain address (a list's , and ;, a display name's <>, "" and (), a group's :, a literal's []).
 _ADDRESS_CHAR = (
-    rf"{_NOT_ASTRAL}[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000{_INVISIBLE}\ud800-\udfff]"
+    rf"{_NOT_ASTRAL}[^@,;:<>()\[\]\\\x22\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000{_INVISIBLE}\ud800-\udfff]"
     rf"|{_ASTRAL_SHOWN}"
 )
 _ADDRESS_PART = rf"(?:{_ADDRESS_CHAR})+"
@@ -115,8 +116,8 @@ Email = Annotated[
     Meta(
         pattern=_EMAIL,
         max_length=254,
-        description="an address with one @ and a dot after it, no space, control or invisible character; "
-        "spaces around it are trimmed",
+        description="an address with one @ and a dot after it, no space, control or invisible character and "
+        'none of , ; : < > ( ) [ ] \\ "; spaces around it are trimmed',
         extra={"mismatch": "is not a valid email address"},
     ),
 ]

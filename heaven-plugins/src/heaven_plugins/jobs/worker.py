@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -18,6 +19,10 @@ from pgqueuer.queries import Queries
 from ..postgres import describe
 
 log = logging.getLogger(__name__)
+
+
+class JobFailed(Exception):
+    """What PgQueuer is told of a handler's failure: its type and where it was raised, never its message."""
 
 
 class Job(msgspec.Struct, frozen=True):
@@ -129,10 +134,13 @@ class Worker:
             try:
                 await handler(Job(job.id, name, attempt, payload, self.pool))
             except Exception as exc:
-                # The type and the job only: a message may quote the payload, which may hold a token.
+                # The type and where only: a message may quote the payload, which may hold a token or an address.
+                # PgQueuer logs what it is given at ERROR and keeps its traceback in pgqueuer_log: it gets the same.
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                failure = f"{type(exc).__name__} at {where.filename}:{where.lineno}"
                 final = "its last" if attempt >= self.attempts else f"of {self.attempts}"
-                log.warning("job %s %s failed (attempt %s, %s): %s", name, job.id, attempt, final, type(exc).__name__)
-                raise
+                log.warning("job %s %s failed (attempt %s, %s): %s", name, job.id, attempt, final, failure)
+                raise JobFailed(failure) from None
             log.info("job %s %s done in %.3f s (attempt %s)", name, job.id, time.perf_counter() - started, attempt)
 
         return run

@@ -54,6 +54,9 @@ class Mailer:
             email.add_alternative(message.html, subtype="html")
         await aiosmtplib.send(
             email,
+            # The envelope's one recipient, given: taken from the To header, an address holding a comma would be
+            # sent to each address the header names.
+            recipients=[to],
             hostname=self.host,
             port=self.port,
             username=self._username or None,
