@@ -529,10 +529,11 @@ HOSTILE_NAMES = [
     "\u202eevil\u200b",
     "NULL",
 ]
+# SQL's quotes, comments, wildcards and placeholders, all allowed in an address (a mail header's , ; " and \ are not).
 HOSTILE_EMAILS = [
-    "o'brien;--@example.com",
-    '"\';DROP-TABLE-users;--"@example.com',
-    "%_\\$1{0}@example.com",
+    "o'brien--@example.com",
+    "''DROP-TABLE-users--'@example.com",
+    "%_$1{0}@example.com",
     "ünï+名前@例え.jp",
     "NULL@example.com",
 ]
@@ -639,7 +640,7 @@ async def test_hostile_input_gets_4xx_json_and_leaves_the_table_intact(default_p
             created = await http.post("/users", json=new)
             assert created.status_code == 201, created.text
             stored.append(created.json())
-        patched = await http.patch(f"/users/{stored[0]['id']}", json={"email": "';--@example.com", "name": "' OR 1=1"})
+        patched = await http.patch(f"/users/{stored[0]['id']}", json={"email": "'--@example.com", "name": "' OR 1=1"})
         assert patched.status_code == 200, patched.text
         stored[0] = patched.json()
         for user in stored:
