@@ -7,6 +7,7 @@ import httpx
 
 import test_accounts
 from conftest import PASSWORD, eventually, sign_in, sign_up
+from heaven_plugins.signin.accounts import token_hash
 from test_accounts import link_token, mail_to, queue_empty
 
 # test_accounts.py's fixtures: the worker process, the SMTP server's mailbox.
@@ -176,3 +177,57 @@ async def test_a_change_request_that_rolls_back_sends_nothing(client, conn, mail
     await eventually(lambda: queue_empty(conn), within=15)
     assert mailbox.to("rollback@example.com") == []
     assert await conn.fetchval("SELECT count(*) FROM account_tokens WHERE email = 'rollback@example.com'") == 0
+
+
+async def reset_link(client: httpx.AsyncClient, mailbox, email: str, count: int) -> str:
+    assert (await client.post("/auth/password-reset", json={"email": email})).status_code == 202
+    return link_token(await mail_to(mailbox, email, count), "/reset-password")
+
+
+async def refused_reset(client: httpx.AsyncClient, token: str) -> None:
+    answer = await client.post("/auth/password-reset/complete", json={"token": token, "password": "the attacker's"})
+    assert (answer.status_code, answer.json()["error"]) == (400, "invalid_token")
+
+
+async def test_a_reset_link_to_the_old_address_is_void_once_the_address_changed(client, conn, mailbox):
+    headers = await signed_in(client, "carol@example.com")
+    stale = await reset_link(client, mailbox, "carol@example.com", count=2)  # after the sign-up's link
+    assert (await ask_change(client, headers)).status_code == 202
+    done = await client.post(
+        "/auth/email-change/complete", json={"token": link_token(await mail_to(mailbox, NEW), "/change-email")}
+    )
+    assert done.status_code == 204
+    await refused_reset(client, stale)  # whoever reads the old mailbox
+    await sign_in(client, NEW)  # the password did not change
+    # An admin's change (PATCH /users/:id, psql) voids it too.
+    stale = await reset_link(client, mailbox, NEW, count=2)
+    await conn.execute("UPDATE users SET email = 'carol@example.org'")
+    await refused_reset(client, stale)
+    await sign_in(client, "carol@example.org")
+
+
+async def test_a_reset_link_completes_only_for_the_address_it_went_to(client, conn, mailbox):
+    user = await sign_up(client, "me@example.com")
+    # The second guard, under the trigger: a live reset link whose address is not the user's any more.
+    token = "a-link-to-an-address-the-user-had"
+    await conn.execute(
+        "INSERT INTO account_tokens (hash, purpose, user_id, email, expires_at)"
+        " VALUES ($1, 'reset', $2, 'before@example.com', now() + interval '1 hour')",
+        token_hash(token),
+        user["id"],
+    )
+    await refused_reset(client, token)
+    await sign_in(client, "me@example.com")
+
+
+async def test_links_from_before_a_deactivation_stay_void_after_a_reactivation(client, conn, mailbox):
+    await sign_up(client, "me@example.com")
+    verify = link_token(await mail_to(mailbox, "me@example.com"), "/verify")
+    reset = await reset_link(client, mailbox, "me@example.com", count=2)
+    await conn.execute("UPDATE users SET is_active = false")
+    assert await conn.fetchval("SELECT count(*) FROM account_tokens") == 0
+    await conn.execute("UPDATE users SET is_active = true")
+    await refused_reset(client, reset)
+    answer = await client.post("/auth/verify", json={"token": verify})
+    assert (answer.status_code, answer.json()["error"]) == (400, "invalid_token")
+    assert not await conn.fetchval("SELECT is_verified FROM users")

@@ -26,6 +26,12 @@ WITH swept AS (DELETE FROM account_tokens WHERE user_id = $3 AND expires_at < no
 INSERT INTO account_tokens (hash, purpose, user_id, email, expires_at)
 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
 """
+# The user of a link, their row locked before the link is used: every flow that uses a link and changes the user
+# (whose trigger deletes links) locks the row first, as an UPDATE of it does, so two of them wait, never deadlock.
+LOCK_LINK_USER = """
+SELECT u.id, u.email FROM account_tokens t JOIN users u ON u.id = t.user_id
+WHERE t.hash = $1 AND t.purpose = $2 AND u.is_active FOR UPDATE OF u
+"""
 # Using a token deletes it: of two requests with one token, one gets the row. An expired one is refused.
 USE_LINK = """
 DELETE FROM account_tokens WHERE hash = $1 AND purpose = $2 RETURNING user_id, email, expires_at > now() AS live
@@ -33,13 +39,17 @@ DELETE FROM account_tokens WHERE hash = $1 AND purpose = $2 RETURNING user_id, e
 SELECT_LIVE_LINK = "SELECT user_id FROM account_tokens WHERE hash = $1 AND purpose = $2 AND expires_at > now()"
 # The address must still be the one the link went to (the trigger voids links when it changes).
 MARK_VERIFIED = "UPDATE users SET is_verified = true WHERE id = $1 AND lower(email) = lower($2) AND is_active"
-# A reset proves the user reads mail at the address it went to: that verifies it too.
+# Only while the address is still the one the link went to (the trigger voids links when it changes; this is
+# the second guard). A reset proves the user reads mail at that address: that verifies it too.
 APPLY_RESET = """
-UPDATE users SET password_hash = $2, is_verified = is_verified OR lower(email) = lower($3)
-WHERE id = $1 AND is_active RETURNING id
+UPDATE users SET password_hash = $2, is_verified = true
+WHERE id = $1 AND is_active AND lower(email) = lower($3) RETURNING id
 """
-SELECT_RESETTABLE = "SELECT id, email FROM users WHERE lower(email) = lower($1) AND is_active"
-SELECT_UNVERIFIED = "SELECT id, email FROM users WHERE lower(email) = lower($1) AND is_active AND NOT is_verified"
+# Locked, as LOCK_LINK_USER's is, before the job deletes the user's links (old ones, or the one it replaces).
+SELECT_RESETTABLE = "SELECT id, email FROM users WHERE lower(email) = lower($1) AND is_active FOR UPDATE"
+SELECT_UNVERIFIED = """
+SELECT id, email FROM users WHERE lower(email) = lower($1) AND is_active AND NOT is_verified FOR UPDATE
+"""
 # A user has one live link of a kind that a new one replaces: the one mailed last is the one that works.
 VOID_LINKS = "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2"
 SELECT_EMAIL = "SELECT email FROM users WHERE id = $1"
@@ -159,8 +169,9 @@ class Accounts:
 
     async def verify(self, db, token: str) -> None:
         """Mark the address the token was sent to verified; HTTPError 400 for a token that is not live."""
+        hashed = token_hash(token)
         async with db.transaction() as tx:
-            row = await tx.fetchrow(USE_LINK, token_hash(token), VERIFY)
+            row = await tx.fetchrow(LOCK_LINK_USER, hashed, VERIFY) and await tx.fetchrow(USE_LINK, hashed, VERIFY)
             if row is None or not row["live"] or await tx.execute(MARK_VERIFIED, row[0], row[1]) == "UPDATE 0":
                 raise invalid_token()
         log.info("user %s verified their address", row["user_id"])
@@ -175,8 +186,9 @@ class Accounts:
         issued is void (VOID_USER_TOKENS, read by every process within 5 s); returns their id."""
         from .tokens import VOID_USER_TOKENS
 
+        hashed = token_hash(token)
         async with db.transaction() as tx:
-            row = await tx.fetchrow(USE_LINK, token_hash(token), RESET)
+            row = await tx.fetchrow(LOCK_LINK_USER, hashed, RESET) and await tx.fetchrow(USE_LINK, hashed, RESET)
             if row is None or not row["live"] or await tx.fetchval(APPLY_RESET, row[0], password_hash, row[1]) is None:
                 raise invalid_token()
             await tx.execute(VOID_USER_TOKENS, row["user_id"])
@@ -212,11 +224,13 @@ class Accounts:
         """Use an address change's token: the address it went to becomes the user's, verified, and the old one
         is told. HTTPError 400 for a token not live; a unique violation (answered 409) if the address became
         another user's meanwhile, which leaves the token live. Returns the user's id."""
+        hashed = token_hash(token)
         async with db.transaction() as tx:
-            row = await tx.fetchrow(USE_LINK, token_hash(token), CHANGE)
-            old = None if row is None or not row["live"] else await tx.fetchval(SELECT_CHANGING, row["user_id"])
-            if old is None:
+            user = await tx.fetchrow(LOCK_LINK_USER, hashed, CHANGE)  # the row locked before the link is used
+            row = user and await tx.fetchrow(USE_LINK, hashed, CHANGE)
+            if row is None or not row["live"]:
                 raise invalid_token()
+            old = user["email"]
             await tx.execute(APPLY_CHANGE, row["user_id"], row["email"])
             await tx.execute(MARK_USER_VERIFIED, row["user_id"])
             await enqueue_mail(tx, old, CHANGED_MAIL, {"email": old, "new_email": row["email"]})
