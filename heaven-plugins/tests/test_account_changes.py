@@ -3,6 +3,9 @@ and a real SMTP server. The new address gets a single-use link, the old one a no
 expired, or after a password or address change; a new verification link voids the one before; a request that
 rolls back sends nothing; no token reaches a log line."""
 
+import asyncio
+
+import asyncpg
 import httpx
 
 import test_accounts
@@ -231,3 +234,36 @@ async def test_links_from_before_a_deactivation_stay_void_after_a_reactivation(c
     answer = await client.post("/auth/verify", json={"token": verify})
     assert (answer.status_code, answer.json()["error"]) == (400, "invalid_token")
     assert not await conn.fetchval("SELECT is_verified FROM users")
+
+
+async def waiting_for_a_lock(conn, count: int) -> bool:
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    return await conn.fetchval(waiting) >= count
+
+
+async def test_a_change_and_a_reset_completed_at_once_wait_for_each_other(client, conn, mailbox, migrated):
+    headers = await signed_in(client, "me@example.com")
+    reset = await reset_link(client, mailbox, "me@example.com", count=2)
+    assert (await ask_change(client, headers)).status_code == 202
+    change = link_token(await mail_to(mailbox, NEW), "/change-email")
+    # The user's row held elsewhere (an admin's PATCH) while both arrive, one after the other; then released.
+    holder = await asyncpg.connect(migrated)
+    try:
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT FROM users FOR UPDATE")
+        new = "a new and better password"
+        resetting = asyncio.create_task(
+            client.post("/auth/password-reset/complete", json={"token": reset, "password": new})
+        )
+        await eventually(lambda: waiting_for_a_lock(conn, 1))
+        changing = asyncio.create_task(client.post("/auth/email-change/complete", json={"token": change}))
+        await eventually(lambda: waiting_for_a_lock(conn, 2))
+        await held.rollback()
+        reset_answer, change_answer = await resetting, await changing
+    finally:
+        await holder.close()
+    # No deadlock: the reset went first, and its new password voided the change's link.
+    assert reset_answer.status_code == 204, reset_answer.text
+    assert (change_answer.status_code, change_answer.json()["error"]) == (400, "invalid_token")
+    await sign_in(client, "me@example.com", new)
