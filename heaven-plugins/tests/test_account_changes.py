@@ -131,6 +131,19 @@ async def test_change_requests_are_throttled(client, mailbox):
     assert int(refused.headers["Retry-After"]) > 0
 
 
+async def test_an_address_gets_only_so_many_changes_whoever_asks(serve, migrated, conn, mailbox):
+    async with httpx.AsyncClient(base_url=await serve(migrated, mail_limit=2)) as http:
+        askers = [await signed_in(http, f"asker{n}@example.com") for n in range(3)]
+        for headers in askers[:2]:
+            assert (await ask_change(http, headers, "target@example.com")).status_code == 202
+        refused = await ask_change(http, askers[2], "target@example.com")
+        assert (refused.status_code, refused.json()["error"]) == (429, "too_many_requests")
+        assert int(refused.headers["Retry-After"]) > 0
+        assert (await ask_change(http, askers[2])).status_code == 202  # another address is not affected
+    await eventually(lambda: queue_empty(conn), within=15)
+    assert len(mailbox.to("target@example.com")) == 2
+
+
 async def test_a_new_verification_link_voids_the_one_before(client, conn, mailbox):
     await sign_up(client, "me@example.com")
     first = link_token(await mail_to(mailbox, "me@example.com"), "/verify")

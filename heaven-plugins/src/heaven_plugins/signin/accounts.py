@@ -86,7 +86,11 @@ class Accounts:
     Links are `public_url` + `/verify?token=...`, `/reset-password?token=...` and `/change-email?token=...`:
     pages of the project's front end, which POST the token back. A verification link lives `verify_ttl`
     seconds, a reset link `reset_ttl`, an address change's `change_ttl`. Requests for a link are counted by
-    `throttle` (its own counts, not sign-in's), each kind apart.
+    `throttle` (its own counts, not sign-in's), each kind apart: a reset or a verification link per address
+    and client (429 past `per_email`) and per client (`per_address`), never per address alone, so nobody can
+    get the owner's own requests refused; an address change per user. What one address is mailed is capped
+    instead: at most `mail_limit` links of a kind within the throttle's window, past which the worker sends
+    nothing (logged at INFO), and as many address changes to it, past which a change is 429.
 
     The worker runs the jobs that look an address up: `accounts.register(worker)`, with the same settings.
     """
@@ -99,10 +103,12 @@ class Accounts:
         reset_ttl: float = 3600.0,
         change_ttl: float = 86400.0,
         throttle: Throttle | None = None,
+        mail_limit: int = 10,
     ) -> None:
         self.public_url = public_url.rstrip("/")
         self.verify_ttl, self.reset_ttl, self.change_ttl = verify_ttl, reset_ttl, change_ttl
         self.throttle = throttle or Throttle(per_email=3, per_address=20, window=900.0)
+        self.mail_limit = mail_limit
 
     def install(self, app) -> None:
         """Register the routes, and put the plugin on every request's context."""
@@ -148,6 +154,8 @@ class Accounts:
                 if user is None:
                     log.info("password reset asked for %s: no active user, no mail", mask(job.payload["email"]))
                     return
+                if not await self.within_mail_limit(conn, RESET, user["email"]):
+                    return
                 await self._issue(conn, RESET, user["id"], user["email"], "/reset-password", self.reset_ttl)
 
         return mail_reset_link
@@ -161,6 +169,8 @@ class Accounts:
                 user = await conn.fetchrow(SELECT_UNVERIFIED, job.payload["email"])
                 if user is None:
                     log.info("verification asked for %s: no unverified user, no mail", mask(job.payload["email"]))
+                    return
+                if not await self.within_mail_limit(conn, VERIFY, user["email"]):
                     return
                 await conn.execute(VOID_LINKS, user["id"], VERIFY)
                 await self.send_verification(conn, user["id"], user["email"])
@@ -216,6 +226,12 @@ class Accounts:
                 raise HTTPError(422, "invalid", "this is your address already", "email")
             if await tx.fetchval(SELECT_TAKEN, email):
                 raise HTTPError(409, "conflict", "this email is taken already", "email")
+            # Counted by the address mailed too, whoever asks: nobody floods a third party's inbox from many
+            # accounts. A 429, not silence: the asker is signed in and knows their password, and is told why
+            # no link comes; it tells nothing about the address that 409 and 422 do not.
+            retry_after = await self.throttle.spend(tx, f"change-to:{email.lower()}", self.mail_limit)
+            if retry_after is not None:
+                raise too_many("change", round(retry_after))
             await tx.execute(VOID_LINKS, user_id, CHANGE)
             await self._issue(tx, CHANGE, user_id, email, "/change-email", self.change_ttl, CHANGE_MAIL)
         log.info("user %s asked to change their address to %s", user_id, mask(email))
@@ -240,14 +256,24 @@ class Accounts:
     async def count(self, db, kind: str, key: str, address: str) -> None:
         """Count a request for a link of `kind` (keyed by an address or a user) from a client `address`: HTTPError
         429 with `Retry-After` past the throttle's counts. Every request counts, as a failed sign-in does."""
+        # Keys of their own ("reset:..."), so that asking for links never counts against signing in. A link by
+        # address: its account key holds the client too, so the throttle's count for the account from every
+        # address it was not signed in from (which a link request never is) is this pair's alone.
+        account = f"{kind}:{key}" if kind == "change" else f"{kind}:{address}:{key}"
         try:
-            # Keys of their own ("reset:..."), so that asking for links never counts against signing in.
-            attempt = await self.throttle.attempt(db, f"{kind}:{key}", f"{kind}:{address}")
+            attempt = await self.throttle.attempt(db, account, f"{kind}:{address}")
         except TooManyAttempts as exc:
-            detail = f"too many {REQUESTS[kind]} asked for; try again in {exc.retry_after} s"
-            headers = (("Retry-After", str(exc.retry_after)),)
-            raise HTTPError(429, "too_many_requests", detail, headers=headers) from None
+            raise too_many(kind, exc.retry_after) from None
         await self.throttle.settle(db, attempt, False)
+
+    async def within_mail_limit(self, conn, kind: str, email: str) -> bool:
+        """Whether `email` may be mailed one more link of `kind` (counted if so), in the worker's transaction;
+        past `mail_limit` within the window, it is not, and that is logged with the address masked."""
+        retry_after = await self.throttle.spend(conn, f"mailed-{kind}:{email.lower()}", self.mail_limit)
+        if retry_after is None:
+            return True
+        log.info("%s link for %s: %d mailed in the window already, no mail", kind, mask(email), self.mail_limit)
+        return False
 
     async def _issue(
         self, db, purpose: str, user_id: int, email: str, page: str, ttl: float, template: str = ""
@@ -258,6 +284,12 @@ class Accounts:
         hours = round(ttl / 3600, 1)
         values = {"link": link, "email": email, "hours": int(hours) if hours.is_integer() else hours}  # 72, not 72.0
         await enqueue_mail(db, email, template or purpose, values)
+
+
+def too_many(kind: str, retry_after: int) -> HTTPError:
+    """429 with Retry-After: a link of `kind` was asked for too often."""
+    detail = f"too many {REQUESTS[kind]} asked for; try again in {retry_after} s"
+    return HTTPError(429, "too_many_requests", detail, headers=(("Retry-After", str(retry_after)),))
 
 
 # What a 429 says was asked for too often, by the kind of request.
