@@ -61,6 +61,7 @@ class Settings(Struct, frozen=True, kw_only=True):
     reset_ttl: Seconds = 3600.0
     change_ttl: Seconds = 86400.0
     reset_limit: int = 3
+    mail_limit: int = 10
     unverified_may_sign_in: bool = True
 
     @classmethod
@@ -107,7 +108,7 @@ def create_app(settings: Settings) -> App:
     app.plugin(auth)
     resets = Throttle(settings.reset_limit, 20 * settings.reset_limit, settings.sign_in_window)
     ttls = {"verify_ttl": settings.verify_ttl, "reset_ttl": settings.reset_ttl, "change_ttl": settings.change_ttl}
-    app.plugin(Accounts(settings.public_url, **ttls, throttle=resets))
+    app.plugin(Accounts(settings.public_url, **ttls, throttle=resets, mail_limit=settings.mail_limit))
     app.plugin(CORS(parse_origins(settings.cors_origins)))
     if settings.metrics:
         app.plugin(metrics)

@@ -3,10 +3,14 @@ and a real SMTP server. The new address gets a single-use link, the old one a no
 expired, or after a password or address change; a new verification link voids the one before; a request that
 rolls back sends nothing; no token reaches a log line."""
 
+import asyncio
+
+import asyncpg
 import httpx
 
 import test_accounts
 from conftest import PASSWORD, eventually, sign_in, sign_up
+from heaven_plugins.signin.accounts import token_hash
 from test_accounts import link_token, mail_to, queue_empty
 
 # test_accounts.py's fixtures: the worker process, the SMTP server's mailbox.
@@ -127,6 +131,19 @@ async def test_change_requests_are_throttled(client, mailbox):
     assert int(refused.headers["Retry-After"]) > 0
 
 
+async def test_an_address_gets_only_so_many_changes_whoever_asks(serve, migrated, conn, mailbox):
+    async with httpx.AsyncClient(base_url=await serve(migrated, mail_limit=2)) as http:
+        askers = [await signed_in(http, f"asker{n}@example.com") for n in range(3)]
+        for headers in askers[:2]:
+            assert (await ask_change(http, headers, "target@example.com")).status_code == 202
+        refused = await ask_change(http, askers[2], "target@example.com")
+        assert (refused.status_code, refused.json()["error"]) == (429, "too_many_requests")
+        assert int(refused.headers["Retry-After"]) > 0
+        assert (await ask_change(http, askers[2])).status_code == 202  # another address is not affected
+    await eventually(lambda: queue_empty(conn), within=15)
+    assert len(mailbox.to("target@example.com")) == 2
+
+
 async def test_a_new_verification_link_voids_the_one_before(client, conn, mailbox):
     await sign_up(client, "me@example.com")
     first = link_token(await mail_to(mailbox, "me@example.com"), "/verify")
@@ -176,3 +193,90 @@ async def test_a_change_request_that_rolls_back_sends_nothing(client, conn, mail
     await eventually(lambda: queue_empty(conn), within=15)
     assert mailbox.to("rollback@example.com") == []
     assert await conn.fetchval("SELECT count(*) FROM account_tokens WHERE email = 'rollback@example.com'") == 0
+
+
+async def reset_link(client: httpx.AsyncClient, mailbox, email: str, count: int) -> str:
+    assert (await client.post("/auth/password-reset", json={"email": email})).status_code == 202
+    return link_token(await mail_to(mailbox, email, count), "/reset-password")
+
+
+async def refused_reset(client: httpx.AsyncClient, token: str) -> None:
+    answer = await client.post("/auth/password-reset/complete", json={"token": token, "password": "the attacker's"})
+    assert (answer.status_code, answer.json()["error"]) == (400, "invalid_token")
+
+
+async def test_a_reset_link_to_the_old_address_is_void_once_the_address_changed(client, conn, mailbox):
+    headers = await signed_in(client, "carol@example.com")
+    stale = await reset_link(client, mailbox, "carol@example.com", count=2)  # after the sign-up's link
+    assert (await ask_change(client, headers)).status_code == 202
+    done = await client.post(
+        "/auth/email-change/complete", json={"token": link_token(await mail_to(mailbox, NEW), "/change-email")}
+    )
+    assert done.status_code == 204
+    await refused_reset(client, stale)  # whoever reads the old mailbox
+    await sign_in(client, NEW)  # the password did not change
+    # An admin's change (PATCH /users/:id, psql) voids it too.
+    stale = await reset_link(client, mailbox, NEW, count=2)
+    await conn.execute("UPDATE users SET email = 'carol@example.org'")
+    await refused_reset(client, stale)
+    await sign_in(client, "carol@example.org")
+
+
+async def test_a_reset_link_completes_only_for_the_address_it_went_to(client, conn, mailbox):
+    user = await sign_up(client, "me@example.com")
+    # The second guard, under the trigger: a live reset link whose address is not the user's any more.
+    token = "a-link-to-an-address-the-user-had"
+    await conn.execute(
+        "INSERT INTO account_tokens (hash, purpose, user_id, email, expires_at)"
+        " VALUES ($1, 'reset', $2, 'before@example.com', now() + interval '1 hour')",
+        token_hash(token),
+        user["id"],
+    )
+    await refused_reset(client, token)
+    await sign_in(client, "me@example.com")
+
+
+async def test_links_from_before_a_deactivation_stay_void_after_a_reactivation(client, conn, mailbox):
+    await sign_up(client, "me@example.com")
+    verify = link_token(await mail_to(mailbox, "me@example.com"), "/verify")
+    reset = await reset_link(client, mailbox, "me@example.com", count=2)
+    await conn.execute("UPDATE users SET is_active = false")
+    assert await conn.fetchval("SELECT count(*) FROM account_tokens") == 0
+    await conn.execute("UPDATE users SET is_active = true")
+    await refused_reset(client, reset)
+    answer = await client.post("/auth/verify", json={"token": verify})
+    assert (answer.status_code, answer.json()["error"]) == (400, "invalid_token")
+    assert not await conn.fetchval("SELECT is_verified FROM users")
+
+
+async def waiting_for_a_lock(conn, count: int) -> bool:
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    return await conn.fetchval(waiting) >= count
+
+
+async def test_a_change_and_a_reset_completed_at_once_wait_for_each_other(client, conn, mailbox, migrated):
+    headers = await signed_in(client, "me@example.com")
+    reset = await reset_link(client, mailbox, "me@example.com", count=2)
+    assert (await ask_change(client, headers)).status_code == 202
+    change = link_token(await mail_to(mailbox, NEW), "/change-email")
+    # The user's row held elsewhere (an admin's PATCH) while both arrive, one after the other; then released.
+    holder = await asyncpg.connect(migrated)
+    try:
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT FROM users FOR UPDATE")
+        new = "a new and better password"
+        resetting = asyncio.create_task(
+            client.post("/auth/password-reset/complete", json={"token": reset, "password": new})
+        )
+        await eventually(lambda: waiting_for_a_lock(conn, 1))
+        changing = asyncio.create_task(client.post("/auth/email-change/complete", json={"token": change}))
+        await eventually(lambda: waiting_for_a_lock(conn, 2))
+        await held.rollback()
+        reset_answer, change_answer = await resetting, await changing
+    finally:
+        await holder.close()
+    # No deadlock: the reset went first, and its new password voided the change's link.
+    assert reset_answer.status_code == 204, reset_answer.text
+    assert (change_answer.status_code, change_answer.json()["error"]) == (400, "invalid_token")
+    await sign_in(client, "me@example.com", new)

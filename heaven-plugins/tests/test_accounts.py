@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from conftest import PASSWORD, WorkerProcess, eventually, sign_in, sign_up
+from test_signin import from_address
 
 PUBLIC_URL = "http://127.0.0.1:8000"  # the example's default, which the session's app has
 
@@ -139,7 +140,9 @@ async def test_a_reset_link_from_before_a_password_change_is_void(client, conn, 
     assert void.status_code == 400
 
 
-async def test_an_unknown_address_gets_the_same_answer_in_the_same_time_and_no_mail(serve, migrated, conn, mailbox):
+async def test_an_unknown_address_gets_the_same_answer_in_the_same_time_and_no_mail(
+    serve, migrated, conn, mailbox, mail_worker
+):
     url = await serve(migrated, reset_limit=100)
     async with httpx.AsyncClient(base_url=url) as http:
         await sign_up(http, "known@example.com")
@@ -163,8 +166,10 @@ async def test_an_unknown_address_gets_the_same_answer_in_the_same_time_and_no_m
         known, unknown = (statistics.median(seconds) for seconds in times.values())
         assert abs(known - unknown) < 0.02, (known, unknown)
         await eventually(lambda: queue_empty(conn), within=15)
-    assert len(mailbox.to("known@example.com")) == 1 + 12
+    # The sign-up's link, then ten reset links: the worker mails no address more within the window, whoever asks.
+    assert len(mailbox.to("known@example.com")) == 1 + 10
     assert mailbox.to("nobody@example.com") == []
+    assert "reset link for k***@example.com: 10 mailed in the window already, no mail" in mail_worker.output()
 
 
 async def test_reset_requests_are_throttled(client, mailbox):
@@ -177,6 +182,22 @@ async def test_reset_requests_are_throttled(client, mailbox):
     assert (
         await client.post("/auth/token", json={"email": "x@example.com", "password": "wrong one"})
     ).status_code == 401
+
+
+async def test_nobody_can_get_the_owner_s_link_requests_refused(base_url, client, conn, mailbox):
+    await sign_up(client, "victim@example.com")
+    await mail_to(mailbox, "victim@example.com")
+    async with from_address(base_url, "127.0.0.2") as attacker, from_address(base_url, "127.0.0.3") as owner:
+        for path in ("/auth/password-reset", "/auth/verify/resend"):
+            for _ in range(3):
+                assert (await attacker.post(path, json={"email": "victim@example.com"})).status_code == 202
+            refused = await attacker.post(path, json={"email": "victim@example.com"})
+            assert refused.status_code == 429  # per address and client
+            # The owner, from a client of their own (never signed in from: the address is not known), is not.
+            assert (await owner.post(path, json={"email": "victim@example.com"})).status_code == 202
+    await eventually(lambda: queue_empty(conn), within=15)
+    subjects = [message["Subject"] for message in mailbox.to("victim@example.com")]
+    assert subjects.count("Reset your password") == 4 and subjects.count("Verify your address") == 1 + 4
 
 
 ROLL_BACK_AT_COMMIT = """

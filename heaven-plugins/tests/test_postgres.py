@@ -27,6 +27,7 @@ from heaven_plugins.postgres import (
     postgres_of,
 )
 from heaven_plugins.postgres.answers import conflict
+from heaven_plugins.web import public, send
 
 
 class Pair(msgspec.Struct):
@@ -106,6 +107,33 @@ async def test_a_unique_violation_is_a_409_naming_the_field_never_the_value(db):
         (409, {"error": "conflict", "detail": "this Secret Code is taken already", "field": "Secret Code"}),
         (409, {"error": "conflict", "detail": "this conflicts with what exists already"}),
     ]
+
+
+async def test_a_deadlock_is_a_503_to_retry_not_a_500(new_app, serve, conn):
+    # Two requests lock two rows in opposite orders: Postgres rolls one back (deadlock_timeout, 1 s by default).
+    await conn.execute("CREATE TABLE crossed (id int PRIMARY KEY); INSERT INTO crossed VALUES (1), (2)")
+    app = new_app()
+
+    @public
+    async def lock_both(req, res, ctx):
+        first, second = int(req.params["first"]), int(req.params["second"])
+        async with ctx.peek(DB).transaction() as tx:
+            await tx.execute("UPDATE crossed SET id = id WHERE id = $1", first)
+            await tx.execute("SELECT pg_sleep(0.3)")  # the other request locks its first row meanwhile
+            await tx.execute("UPDATE crossed SET id = id WHERE id = $1", second)
+        send(res, {"locked": [first, second]})
+
+    app.POST("/lock/:first/:second", lock_both)
+    try:
+        async with httpx.AsyncClient(base_url=await serve(app=app), timeout=10) as client:
+            answers = await asyncio.gather(client.post("/lock/1/2"), client.post("/lock/2/1"))
+    finally:
+        await conn.execute("DROP TABLE crossed")
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200, 503], [answer.text for answer in answers]
+    refused = next(answer for answer in answers if answer.status_code == 503)
+    assert refused.json()["error"] == "database_contention" and refused.headers["Retry-After"] == "2"
+    assert "crossed" not in refused.text  # neither the statement nor the other transaction is told
 
 
 @pytest.fixture

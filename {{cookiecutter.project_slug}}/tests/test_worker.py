@@ -101,3 +101,17 @@ async def test_the_worker_mails_the_accounts_links_and_stops_on_sigterm(client, 
     output = (tmp_path / "worker.log").read_text()
     assert status == 0, output
     assert token not in output
+
+
+async def test_an_admin_s_change_of_address_voids_the_links_sent_to_the_old_one(admin, smtp, worker):
+    mailbox, _ = smtp
+    user = await sign_up(admin, "old@example.com")
+    verification = link_token(await next_mail(mailbox, 1), "/verify")
+    assert (await admin.post("/auth/password-reset", json={"email": "old@example.com"})).status_code == 202
+    reset = link_token(await next_mail(mailbox, 2), "/reset-password")
+    assert (await admin.patch(f"/users/{user['id']}", json={"email": "new@example.com"})).status_code == 200
+    # Whoever reads the old mailbox sets no password with its link, nor verifies anything.
+    body = {"token": reset, "password": "the old mailbox's reader"}
+    assert (await admin.post("/auth/password-reset/complete", json=body)).status_code == 400
+    assert (await admin.post("/auth/verify", json={"token": verification})).status_code == 400
+    await sign_in(admin, "new@example.com")

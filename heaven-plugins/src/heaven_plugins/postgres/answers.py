@@ -1,5 +1,6 @@
 """How the plugin's errors are answered over HTTP (Postgres.install registers them with App.answer):
-503 when the database cannot answer, 409 naming the field for a unique violation."""
+503 when the database cannot answer or gave up a transaction that lost a race, 409 naming the field for a
+unique violation."""
 
 import re
 
@@ -19,6 +20,14 @@ _COLUMN = re.compile(r'"(?P<quoted>(?:[^"]|"")+)"|\b(?P<plain>[A-Za-z_]\w*)\b(?!
 def unavailable(exc: DatabaseUnavailable) -> HTTPError:
     """503 with the error's code and detail in words, and Retry-After: RETRY_AFTER seconds."""
     return HTTPError(503, exc.code, exc.detail, headers=(("Retry-After", str(RETRY_AFTER)),))
+
+
+def contended(exc: asyncpg.DeadlockDetectedError | asyncpg.SerializationError) -> HTTPError:
+    """503 `database_contention` with Retry-After: Postgres rolled the transaction back because it deadlocked
+    or could not be serialized with a concurrent one. Not the client's fault, and a retry (after the other
+    committed) usually succeeds; the statement and the other transaction are never told."""
+    detail = f"the request raced another one and was rolled back; try again in {RETRY_AFTER} s"
+    return HTTPError(503, "database_contention", detail, headers=(("Retry-After", str(RETRY_AFTER)),))
 
 
 def conflict(exc: asyncpg.UniqueViolationError) -> HTTPError:

@@ -165,7 +165,8 @@ class Postgres(Querying):
 
     def install(self, app) -> None:
         """Register the startup and shutdown hooks on `app`, put the plugin on every request's context,
-        and say how its errors are answered: DatabaseUnavailable 503, a unique violation 409."""
+        and say how its errors are answered: DatabaseUnavailable 503, a unique violation 409, a deadlock or a
+        serialization failure 503 (answers.py)."""
         app.ON("startup", self.startup)
         app.ON("shutdown", self.shutdown)
         app.keep(self.name, self)
@@ -174,6 +175,9 @@ class Postgres(Querying):
             app.provide(self.name, self)
             app.answer(DatabaseUnavailable, answers.unavailable)
             app.answer(asyncpg.UniqueViolationError, answers.conflict)
+            # A safety net: the flows take their locks in one order, but a project's own SQL may not.
+            app.answer(asyncpg.DeadlockDetectedError, answers.contended)
+            app.answer(asyncpg.SerializationError, answers.contended)
             if self._replicas is not None:  # read-your-writes: after each write, where the primary's WAL is
                 app.wrap(remembering_writes(self))
             return

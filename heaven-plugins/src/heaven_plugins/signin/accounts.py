@@ -26,6 +26,12 @@ WITH swept AS (DELETE FROM account_tokens WHERE user_id = $3 AND expires_at < no
 INSERT INTO account_tokens (hash, purpose, user_id, email, expires_at)
 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
 """
+# The user of a link, their row locked before the link is used: every flow that uses a link and changes the user
+# (whose trigger deletes links) locks the row first, as an UPDATE of it does, so two of them wait, never deadlock.
+LOCK_LINK_USER = """
+SELECT u.id, u.email FROM account_tokens t JOIN users u ON u.id = t.user_id
+WHERE t.hash = $1 AND t.purpose = $2 AND u.is_active FOR UPDATE OF u
+"""
 # Using a token deletes it: of two requests with one token, one gets the row. An expired one is refused.
 USE_LINK = """
 DELETE FROM account_tokens WHERE hash = $1 AND purpose = $2 RETURNING user_id, email, expires_at > now() AS live
@@ -33,13 +39,17 @@ DELETE FROM account_tokens WHERE hash = $1 AND purpose = $2 RETURNING user_id, e
 SELECT_LIVE_LINK = "SELECT user_id FROM account_tokens WHERE hash = $1 AND purpose = $2 AND expires_at > now()"
 # The address must still be the one the link went to (the trigger voids links when it changes).
 MARK_VERIFIED = "UPDATE users SET is_verified = true WHERE id = $1 AND lower(email) = lower($2) AND is_active"
-# A reset proves the user reads mail at the address it went to: that verifies it too.
+# Only while the address is still the one the link went to (the trigger voids links when it changes; this is
+# the second guard). A reset proves the user reads mail at that address: that verifies it too.
 APPLY_RESET = """
-UPDATE users SET password_hash = $2, is_verified = is_verified OR lower(email) = lower($3)
-WHERE id = $1 AND is_active RETURNING id
+UPDATE users SET password_hash = $2, is_verified = true
+WHERE id = $1 AND is_active AND lower(email) = lower($3) RETURNING id
 """
-SELECT_RESETTABLE = "SELECT id, email FROM users WHERE lower(email) = lower($1) AND is_active"
-SELECT_UNVERIFIED = "SELECT id, email FROM users WHERE lower(email) = lower($1) AND is_active AND NOT is_verified"
+# Locked, as LOCK_LINK_USER's is, before the job deletes the user's links (old ones, or the one it replaces).
+SELECT_RESETTABLE = "SELECT id, email FROM users WHERE lower(email) = lower($1) AND is_active FOR UPDATE"
+SELECT_UNVERIFIED = """
+SELECT id, email FROM users WHERE lower(email) = lower($1) AND is_active AND NOT is_verified FOR UPDATE
+"""
 # A user has one live link of a kind that a new one replaces: the one mailed last is the one that works.
 VOID_LINKS = "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2"
 SELECT_EMAIL = "SELECT email FROM users WHERE id = $1"
@@ -76,7 +86,11 @@ class Accounts:
     Links are `public_url` + `/verify?token=...`, `/reset-password?token=...` and `/change-email?token=...`:
     pages of the project's front end, which POST the token back. A verification link lives `verify_ttl`
     seconds, a reset link `reset_ttl`, an address change's `change_ttl`. Requests for a link are counted by
-    `throttle` (its own counts, not sign-in's), each kind apart.
+    `throttle` (its own counts, not sign-in's), each kind apart: a reset or a verification link per address
+    and client (429 past `per_email`) and per client (`per_address`), never per address alone, so nobody can
+    get the owner's own requests refused; an address change per user. What one address is mailed is capped
+    instead: at most `mail_limit` links of a kind within the throttle's window, past which the worker sends
+    nothing (logged at INFO), and as many address changes to it, past which a change is 429.
 
     The worker runs the jobs that look an address up: `accounts.register(worker)`, with the same settings.
     """
@@ -89,10 +103,12 @@ class Accounts:
         reset_ttl: float = 3600.0,
         change_ttl: float = 86400.0,
         throttle: Throttle | None = None,
+        mail_limit: int = 10,
     ) -> None:
         self.public_url = public_url.rstrip("/")
         self.verify_ttl, self.reset_ttl, self.change_ttl = verify_ttl, reset_ttl, change_ttl
         self.throttle = throttle or Throttle(per_email=3, per_address=20, window=900.0)
+        self.mail_limit = mail_limit
 
     def install(self, app) -> None:
         """Register the routes, and put the plugin on every request's context."""
@@ -138,6 +154,8 @@ class Accounts:
                 if user is None:
                     log.info("password reset asked for %s: no active user, no mail", mask(job.payload["email"]))
                     return
+                if not await self.within_mail_limit(conn, RESET, user["email"]):
+                    return
                 await self._issue(conn, RESET, user["id"], user["email"], "/reset-password", self.reset_ttl)
 
         return mail_reset_link
@@ -152,6 +170,8 @@ class Accounts:
                 if user is None:
                     log.info("verification asked for %s: no unverified user, no mail", mask(job.payload["email"]))
                     return
+                if not await self.within_mail_limit(conn, VERIFY, user["email"]):
+                    return
                 await conn.execute(VOID_LINKS, user["id"], VERIFY)
                 await self.send_verification(conn, user["id"], user["email"])
 
@@ -159,8 +179,9 @@ class Accounts:
 
     async def verify(self, db, token: str) -> None:
         """Mark the address the token was sent to verified; HTTPError 400 for a token that is not live."""
+        hashed = token_hash(token)
         async with db.transaction() as tx:
-            row = await tx.fetchrow(USE_LINK, token_hash(token), VERIFY)
+            row = await tx.fetchrow(LOCK_LINK_USER, hashed, VERIFY) and await tx.fetchrow(USE_LINK, hashed, VERIFY)
             if row is None or not row["live"] or await tx.execute(MARK_VERIFIED, row[0], row[1]) == "UPDATE 0":
                 raise invalid_token()
         log.info("user %s verified their address", row["user_id"])
@@ -175,8 +196,9 @@ class Accounts:
         issued is void (VOID_USER_TOKENS, read by every process within 5 s); returns their id."""
         from .tokens import VOID_USER_TOKENS
 
+        hashed = token_hash(token)
         async with db.transaction() as tx:
-            row = await tx.fetchrow(USE_LINK, token_hash(token), RESET)
+            row = await tx.fetchrow(LOCK_LINK_USER, hashed, RESET) and await tx.fetchrow(USE_LINK, hashed, RESET)
             if row is None or not row["live"] or await tx.fetchval(APPLY_RESET, row[0], password_hash, row[1]) is None:
                 raise invalid_token()
             await tx.execute(VOID_USER_TOKENS, row["user_id"])
@@ -204,6 +226,12 @@ class Accounts:
                 raise HTTPError(422, "invalid", "this is your address already", "email")
             if await tx.fetchval(SELECT_TAKEN, email):
                 raise HTTPError(409, "conflict", "this email is taken already", "email")
+            # Counted by the address mailed too, whoever asks: nobody floods a third party's inbox from many
+            # accounts. A 429, not silence: the asker is signed in and knows their password, and is told why
+            # no link comes; it tells nothing about the address that 409 and 422 do not.
+            retry_after = await self.throttle.spend(tx, f"change-to:{email.lower()}", self.mail_limit)
+            if retry_after is not None:
+                raise too_many("change", round(retry_after))
             await tx.execute(VOID_LINKS, user_id, CHANGE)
             await self._issue(tx, CHANGE, user_id, email, "/change-email", self.change_ttl, CHANGE_MAIL)
         log.info("user %s asked to change their address to %s", user_id, mask(email))
@@ -212,11 +240,13 @@ class Accounts:
         """Use an address change's token: the address it went to becomes the user's, verified, and the old one
         is told. HTTPError 400 for a token not live; a unique violation (answered 409) if the address became
         another user's meanwhile, which leaves the token live. Returns the user's id."""
+        hashed = token_hash(token)
         async with db.transaction() as tx:
-            row = await tx.fetchrow(USE_LINK, token_hash(token), CHANGE)
-            old = None if row is None or not row["live"] else await tx.fetchval(SELECT_CHANGING, row["user_id"])
-            if old is None:
+            user = await tx.fetchrow(LOCK_LINK_USER, hashed, CHANGE)  # the row locked before the link is used
+            row = user and await tx.fetchrow(USE_LINK, hashed, CHANGE)
+            if row is None or not row["live"]:
                 raise invalid_token()
+            old = user["email"]
             await tx.execute(APPLY_CHANGE, row["user_id"], row["email"])
             await tx.execute(MARK_USER_VERIFIED, row["user_id"])
             await enqueue_mail(tx, old, CHANGED_MAIL, {"email": old, "new_email": row["email"]})
@@ -226,14 +256,24 @@ class Accounts:
     async def count(self, db, kind: str, key: str, address: str) -> None:
         """Count a request for a link of `kind` (keyed by an address or a user) from a client `address`: HTTPError
         429 with `Retry-After` past the throttle's counts. Every request counts, as a failed sign-in does."""
+        # Keys of their own ("reset:..."), so that asking for links never counts against signing in. A link by
+        # address: its account key holds the client too, so the throttle's count for the account from every
+        # address it was not signed in from (which a link request never is) is this pair's alone.
+        account = f"{kind}:{key}" if kind == "change" else f"{kind}:{address}:{key}"
         try:
-            # Keys of their own ("reset:..."), so that asking for links never counts against signing in.
-            attempt = await self.throttle.attempt(db, f"{kind}:{key}", f"{kind}:{address}")
+            attempt = await self.throttle.attempt(db, account, f"{kind}:{address}")
         except TooManyAttempts as exc:
-            detail = f"too many {REQUESTS[kind]} asked for; try again in {exc.retry_after} s"
-            headers = (("Retry-After", str(exc.retry_after)),)
-            raise HTTPError(429, "too_many_requests", detail, headers=headers) from None
+            raise too_many(kind, exc.retry_after) from None
         await self.throttle.settle(db, attempt, False)
+
+    async def within_mail_limit(self, conn, kind: str, email: str) -> bool:
+        """Whether `email` may be mailed one more link of `kind` (counted if so), in the worker's transaction;
+        past `mail_limit` within the window, it is not, and that is logged with the address masked."""
+        retry_after = await self.throttle.spend(conn, f"mailed-{kind}:{email.lower()}", self.mail_limit)
+        if retry_after is None:
+            return True
+        log.info("%s link for %s: %d mailed in the window already, no mail", kind, mask(email), self.mail_limit)
+        return False
 
     async def _issue(
         self, db, purpose: str, user_id: int, email: str, page: str, ttl: float, template: str = ""
@@ -244,6 +284,12 @@ class Accounts:
         hours = round(ttl / 3600, 1)
         values = {"link": link, "email": email, "hours": int(hours) if hours.is_integer() else hours}  # 72, not 72.0
         await enqueue_mail(db, email, template or purpose, values)
+
+
+def too_many(kind: str, retry_after: int) -> HTTPError:
+    """429 with Retry-After: a link of `kind` was asked for too often."""
+    detail = f"too many {REQUESTS[kind]} asked for; try again in {retry_after} s"
+    return HTTPError(429, "too_many_requests", detail, headers=(("Retry-After", str(retry_after)),))
 
 
 # What a 429 says was asked for too often, by the kind of request.

@@ -26,6 +26,11 @@ WITH gone AS (DELETE FROM sign_in_counts WHERE account = lower($1) RETURNING fai
 SELECT coalesce(sum(failures), 0)::int FROM gone
 """
 
+# A limit no client is told of (Throttle.spend): a count under a key of its own with address 'cap', in a window that
+# sign_in_lock (0003_sign_in_counts.sql) starts again once it passed, locked until the transaction ends.
+LOCK_CAP = "SELECT failures, window_left FROM sign_in_lock($1, 'cap', $2)"
+SPEND_CAP = "UPDATE sign_in_counts SET failures = failures + 1 WHERE account = $1 AND address = 'cap'"
+
 
 class TooManyAttempts(Exception):
     """A count of failed sign-ins is at its limit: try again in `retry_after` seconds (the plugin answers 429)."""
@@ -69,6 +74,15 @@ class Throttle:
         """Count a failure, or forgive this address's failures and remember it as the account's; None
         (the password was never checked) counts neither."""
         await db.execute(SETTLE_ATTEMPT, attempt.account, attempt.address, attempt.known, succeeded)
+
+    async def spend(self, db, key: str, limit: int) -> float | None:
+        """Count one against `key`'s `limit` within the window, in `db`'s transaction: None if the count was under
+        it (one more now), else the seconds until the window ends (nothing counted). Swept with the others."""
+        used, left = await db.fetchrow(LOCK_CAP, key, self.window)
+        if used >= limit:
+            return max(1.0, left)
+        await db.execute(SPEND_CAP, key)
+        return None
 
     async def sweep(self, db) -> None:
         """Delete the counts whose window has passed, and the addresses not signed in from for `known_for`."""
