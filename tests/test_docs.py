@@ -96,6 +96,7 @@ def test_the_openapi_document_is_valid_and_carries_the_structs(running):
     assert schemas["NewUser"]["additionalProperties"] is False
     assert schemas["NewUser"]["properties"]["email"]["maxLength"] == 254
     assert set(schemas["User"]["properties"]) == {"id", "email", "name", "is_active", "created_at"}
+    assert set(schemas["Account"]["properties"]) == set(schemas["User"]["properties"]) | {"is_verified"}
     post = document["paths"]["/users"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/NewUser"}
     assert post["responses"]["201"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/User"}

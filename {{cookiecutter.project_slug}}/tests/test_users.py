@@ -171,10 +171,12 @@ async def test_body_over_the_limit_is_413(client):
 # --- /users/me: your own account -----------------------------------------------------------------------------------
 
 
-async def test_me_is_the_signed_in_user(client, user):
+async def test_me_is_the_signed_in_user(client, user, conn):
     me = await user.get("/users/me")
     assert me.status_code == 200
-    assert me.json()["email"] == "user@example.com"
+    assert me.json()["email"] == "user@example.com" and me.json()["is_verified"] is False
+    await conn.execute("UPDATE users SET is_verified = true WHERE email = 'user@example.com'")
+    assert (await user.get("/users/me")).json()["is_verified"] is True
     assert (await client.get("/users/me")).status_code == 401
 
 
@@ -215,7 +217,8 @@ async def test_the_document_says_a_new_password_needs_the_current_one_and_may_be
 async def test_a_new_password_signs_out_every_token_and_the_old_one_stops_working(client, user):
     other = await sign_in(client, "user@example.com")  # a second session
     response = await user.patch("/users/me", json={"password": "a brand new password", "current_password": PASSWORD})
-    assert response.status_code == 200 and set(response.json()) == {"id", "email", "name", "is_active", "created_at"}
+    fields = {"id", "email", "name", "is_active", "created_at", "is_verified"}  # your own user: an Account
+    assert response.status_code == 200 and set(response.json()) == fields
     for token in (user.headers["Authorization"], other):
         assert (await client.get("/users/me", headers={"Authorization": token})).status_code == 401
     old = await client.post("/auth/token", json={"email": "user@example.com", "password": PASSWORD})

@@ -23,6 +23,12 @@ class User(Struct):
     created_at: datetime
 
 
+class Account(User):
+    """Your own user, as /users/me answers it: also whether you showed you receive mail at its address."""
+
+    is_verified: bool
+
+
 class NewUser(Struct, forbid_unknown_fields=True):
     """The body of POST /users."""
 
@@ -70,6 +76,7 @@ decode_account_patch = msgspec.json.Decoder(AccountPatch).decode
 COLUMNS = "id, email, name, is_active, created_at"
 SELECT_USERS = f"SELECT {COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"
 SELECT_USER = f"SELECT {COLUMNS} FROM users WHERE id = $1"
+SELECT_ACCOUNT = f"SELECT {COLUMNS}, is_verified FROM users WHERE id = $1"
 INSERT_USER = f"""
 INSERT INTO users (email, name, is_active, password_hash) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}
 """
@@ -80,7 +87,7 @@ WHERE id = $1 RETURNING {COLUMNS}
 """
 UPDATE_ACCOUNT = f"""
 UPDATE users SET name = COALESCE($2, name), password_hash = COALESCE($3, password_hash)
-WHERE id = $1 RETURNING {COLUMNS}
+WHERE id = $1 RETURNING {COLUMNS}, is_verified
 """
 # Deleting a user, like deactivating one, voids their tokens (a trigger, 0002_sign_in.sql).
 DELETE_USER = "DELETE FROM users WHERE id = $1"
@@ -148,10 +155,10 @@ async def delete_user(req, res, ctx):
     res.body = b""
 
 
-@documented(responses={200: User, 404: Error})
+@documented(responses={200: Account, 404: Error})
 async def get_account(req, res, ctx):
-    """Your own user: the one whose token this request carries."""
-    user = await ctx.peek(DB).fetchrow(SELECT_USER, ctx.peek(USER).id, bind=User)
+    """Your own user: the one whose token this request carries, and whether its address is verified."""
+    user = await ctx.peek(DB).fetchrow(SELECT_ACCOUNT, ctx.peek(USER).id, bind=Account)
     if user is None:
         raise _no_account()
     send(res, user)
@@ -159,7 +166,7 @@ async def get_account(req, res, ctx):
 
 @documented(
     body=AccountChange,
-    responses={200: User, 400: Error, 403: Error, 404: Error, 409: Error, 413: Error, 422: Error, 429: Error},
+    responses={200: Account, 400: Error, 403: Error, 404: Error, 409: Error, 413: Error, 422: Error, 429: Error},
 )
 async def update_account(req, res, ctx):
     """Change your own name or password.
@@ -190,7 +197,7 @@ async def update_account(req, res, ctx):
         password_hash = await auth.passwords.hash(patch.password)
     name = None if patch.name is UNSET else patch.name
     async with db.transaction() as tx:
-        user = await tx.fetchrow(UPDATE_ACCOUNT, user_id, name, password_hash, bind=User)
+        user = await tx.fetchrow(UPDATE_ACCOUNT, user_id, name, password_hash, bind=Account)
         if user is not None and password_hash is not None:
             await tx.execute(VOID_USER_TOKENS, user_id)
     if user is None:
