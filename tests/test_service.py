@@ -42,7 +42,7 @@ def test_users_over_real_http(default_project, migrated_database, service):
         assert created[0].headers["content-type"] == "application/json"
         assert password not in "".join(r.text for r in created)
         mine = sign_in(svc.url, "u0@example.com", password)
-        assert http.get("/users/me", headers=mine).json() == first
+        assert http.get("/users/me", headers=mine).json() == {**first, "is_verified": False}
         assert http.get("/users", headers=mine).status_code == 403  # not an admin
 
         page = http.get("/users", params={"limit": 2, "after": 1}).json()
