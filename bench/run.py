@@ -16,16 +16,14 @@ import asyncio
 import importlib
 import json
 import os
-import platform
 import secrets
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
+import machine
 import prepare
 from load import spread
 
@@ -196,7 +194,7 @@ def main() -> int:
     )
     summarized = summary.summarize(runs)
     results = {
-        "machine": machine(wrk_path),
+        "machine": machine.describe(wrk_path),
         "config": {
             "smoke": args.smoke,
             "rounds": rounds,
@@ -270,41 +268,6 @@ def cold_start(contender, env: dict, scratch: Path, times: int) -> dict:
         with start_server(contender, env, scratch) as server:
             seconds.append(round(server.wait_ready("/health"), 3))
     return {"path": "/health", "contender": contender.name, **spread(seconds), "each": seconds}
-
-
-def machine(wrk_path: str) -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    wrk_version = subprocess.run([wrk_path, "-v"], capture_output=True, text=True, timeout=10).stdout.split("\n")[0]
-    packages = (
-        "heaven",
-        "asyncpg",
-        "msgspec",
-        "uvicorn",
-        "uvloop",
-        "httptools",
-        "fastapi",
-        "starlette",
-        "pydantic",
-        "pydantic-core",
-        "sqlalchemy",
-    )
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "wrk": " ".join(wrk_version.split()[:2]),
-        "packages": {name: metadata.version(name) for name in packages},
-        "postgres": "pgserver " + metadata.version("pgserver"),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""How the plugin's errors are answered over HTTP (Postgres.install registers them with App.answer):
+"""How the plugin's errors are answered over HTTP (`register(app)`, which Postgres.install calls):
 503 when the database cannot answer or gave up a transaction that lost a race, 409 naming the field for a
 unique violation."""
 
@@ -15,6 +15,15 @@ _KEY = re.compile(r"Key \((?P<key>.*?)\)=\(", re.DOTALL)
 # In the key: casts ("::text") and string literals name no column; a word before "(" is a function.
 _NOT_COLUMNS = re.compile(r"::\s*(?:\"[^\"]*\"|[\w.]+)(?:\[\])?|'(?:[^']|'')*'")
 _COLUMN = re.compile(r'"(?P<quoted>(?:[^"]|"")+)"|\b(?P<plain>[A-Za-z_]\w*)\b(?!\s*\()')
+
+
+def register(app) -> None:
+    """Tell `app` (this project's App) how each of these errors is answered."""
+    app.answer(DatabaseUnavailable, unavailable)
+    app.answer(asyncpg.UniqueViolationError, conflict)
+    # A safety net: the flows take their locks in one order, but a project's own SQL may not.
+    app.answer(asyncpg.DeadlockDetectedError, contended)
+    app.answer(asyncpg.SerializationError, contended)
 
 
 def unavailable(exc: DatabaseUnavailable) -> HTTPError:

@@ -12,7 +12,7 @@ from heaven.context import Key
 
 from . import answers
 from .connection import Connection, changes_session
-from .errors import ADRIFT, UNAVAILABLE, DatabaseUnavailable, describe, explain
+from .errors import ADRIFT, UNAVAILABLE, describe, explain
 from .hosts import Hosts, one_host_each
 from .keepalive import keep_alive
 from .outage import Outages
@@ -173,11 +173,7 @@ class Postgres(Querying):
         app.keep(PLUGIN, self)
         if hasattr(app, "provide"):  # this project's App: the same, without a hook on every request
             app.provide(self.name, self)
-            app.answer(DatabaseUnavailable, answers.unavailable)
-            app.answer(asyncpg.UniqueViolationError, answers.conflict)
-            # A safety net: the flows take their locks in one order, but a project's own SQL may not.
-            app.answer(asyncpg.DeadlockDetectedError, answers.contended)
-            app.answer(asyncpg.SerializationError, answers.contended)
+            answers.register(app)
             if self._replicas is not None:  # read-your-writes: after each write, where the primary's WAL is
                 app.wrap(remembering_writes(self))
             return
