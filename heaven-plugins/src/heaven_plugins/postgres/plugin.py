@@ -91,7 +91,8 @@ class Postgres(Querying):
         self._extra = {"postgres": self}
         self._lender = lender = Lender(acquire_timeout, max_size)
         # Its methods kept on the plugin: a query reaches them as it would the plugin's own, no hop between.
-        self._acquire, self._release, self._drop = lender.acquire, lender.release, lender.drop
+        self._acquire, self._give_back, self._release = lender.acquire, lender.give_back, lender.release
+        self._drop = lender.drop
         self._stuck_resets = StuckResets(lender)
         self._outages = Outages(describe(dsn), max_size, acquire_timeout, self._extra)
         # Several hosts: each gets its share of connect_timeout (Hosts), the pool's connections and the probe's.
@@ -264,7 +265,8 @@ class Postgres(Querying):
                 self._drop(conn)
                 raise
             finally:
-                await self._release(conn)
+                if not self._give_back(conn):
+                    await self._release(conn)
         except UNAVAILABLE as exc:
             raise self._outages.refuse(exc) from exc
 

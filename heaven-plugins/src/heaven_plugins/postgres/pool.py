@@ -1,6 +1,7 @@
 """The pool's connections lent to queries: a bounded wait for one, their release, and the resets that hang."""
 
 import asyncio
+import importlib
 import logging
 
 import asyncpg
@@ -26,6 +27,9 @@ class Lender:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._acquire_timeout = acquire_timeout
         self._max_size = max_size
+        # Given back by the steps of asyncpg's pool (give_back) where its parts are asyncpg 0.32's; another
+        # asyncpg's pool takes them back itself.
+        self._direct = KNOWN
         self._borrowed = 0  # connections held or awaited through this plugin; the pool's own count is a loop
         # Tasks waiting for a connection, oldest first: their deadline, or None once it passed.
         self.waiting: dict[asyncio.Task, float | None] = {}
@@ -90,6 +94,42 @@ class Lender:
             task.cancel()
         self._expiry = None
 
+    def give_back(self, conn: asyncpg.Connection) -> bool:
+        """Give `conn` back to the pool at once if it needs no reset nor any wait; False if it does, and then
+        `release` must give it back."""
+        # What asyncpg 0.32's Pool.release does for a connection with nothing to undo, where its reset query is
+        # empty (Connection) and no transaction is open: the same checks and steps, without the task it starts for
+        # every release (asyncio.shield), the timeout around the reset, and the turns of the event loop the
+        # request waits for that task, each through every coroutine it awaits in: an eighth of a request's
+        # instructions (bench/results/profile.md). tests/test_lender.py checks the steps against asyncpg's.
+        # Anything else goes through asyncpg's release.
+        if not self._direct:
+            return False
+        con = conn._con
+        if con is None or con.session_changed or con._aborted or con._top_xact is not None:
+            return False
+        holder, protocol = conn._holder, con._protocol
+        pool = holder._pool
+        if (
+            not protocol.is_connected()
+            or protocol.is_in_transaction()
+            or protocol._is_cancelling()
+            or protocol.queries_count >= holder._max_queries
+            or holder._generation != pool._generation
+            or holder._in_use is None
+            or pool._reset is not None
+            or pool._closed
+        ):
+            return False
+        con._on_release()  # Pool.release
+        holder._timeout = None  # PoolConnectionHolder.release
+        con._listeners.clear()  # Connection._reset
+        con._log_listeners.clear()
+        holder._release()  # back in the pool's queue, the next waiting request woken
+        holder._setup_inactive_callback()
+        self._borrowed -= 1
+        return True
+
     async def release(self, conn: asyncpg.Connection) -> None:
         """Give `conn` back to the pool, which resets it when it must."""
         # The pool resets the connection here when it must (Connection: a round trip). No timer per request
@@ -118,6 +158,31 @@ class Lender:
             conn.terminate()
         except asyncpg.InterfaceError:
             pass  # lost already: asyncpg closed it and took it back into the pool
+
+
+# What Lender.give_back uses of asyncpg's pool, connection holders, proxies, connections and
+# protocols: asyncpg 0.32's (slots and methods, so the classes tell).
+PARTS = (
+    ("pool", "Pool", ("_closed", "_generation", "_reset")),
+    ("pool", "PoolConnectionHolder", ("_pool", "_in_use", "_timeout", "_max_queries", "_generation", "_release")),
+    ("pool", "PoolConnectionHolder", ("_setup_inactive_callback",)),
+    ("pool", "PoolConnectionProxy", ("_con", "_holder")),
+    ("connection", "Connection", ("_aborted", "_top_xact", "_protocol", "_on_release", "_listeners")),
+    ("connection", "Connection", ("_log_listeners",)),
+    ("protocol.protocol", "Protocol", ("is_connected", "is_in_transaction", "_is_cancelling", "queries_count")),
+)
+
+
+def knows_asyncpg() -> bool:
+    """Whether the installed asyncpg has every part in PARTS."""
+    for module, name, names in PARTS:
+        try:
+            kind = getattr(importlib.import_module(f"asyncpg.{module}"), name)
+        except (ImportError, AttributeError):
+            return False
+        if not all(hasattr(kind, part) for part in names):
+            return False
+    return True
 
 
 class StuckResets:
@@ -163,3 +228,6 @@ class StuckResets:
             return
         for conn in stuck:
             self._lender.drop(conn)
+
+
+KNOWN = knows_asyncpg()

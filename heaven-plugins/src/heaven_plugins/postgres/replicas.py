@@ -233,7 +233,8 @@ class ReplicaReads(Querying):
                     lender.drop(conn)
                     raise
                 finally:
-                    await lender.release(conn)
+                    if not lender.give_back(conn):
+                        await lender.release(conn)
                 replica.reads += 1
                 return result
             except UNAVAILABLE as exc:
