@@ -76,6 +76,29 @@ async def test_a_connection_given_back_wakes_the_request_waiting_for_it(one):
     assert one.waiting == 0 and one._lender._borrowed == 0
 
 
+async def test_a_request_querying_again_on_a_full_pool_waits_its_turn_behind_one_already_waiting(migrated):
+    # A connection given back at once wakes the waiting request, but stays in asyncpg's queue until that request
+    # runs; one that queries again meanwhile must not take it from under it, over and over, until it gets a 503.
+    db = Postgres(migrated, min_size=1, max_size=1, acquire_timeout=1.0)
+    await db.startup()
+    try:
+
+        async def one_query_after_another():
+            for _ in range(500):
+                await db.fetchval("SELECT pg_sleep(0.005)")
+
+        busy = asyncio.create_task(one_query_after_another())
+        try:
+            await asyncio.sleep(0.05)
+            assert await asyncio.wait_for(db.fetchval("SELECT 42"), 5) == 42  # else DatabaseUnavailable after 1 s
+            assert not busy.done()  # served in its turn, not once the other was through
+        finally:
+            busy.cancel()
+            await asyncio.gather(busy, return_exceptions=True)
+    finally:
+        await db.shutdown()
+
+
 @pytest.mark.parametrize("state", ["session changed", "transaction open", "closed", "cancelling"])
 async def test_a_connection_with_something_to_undo_goes_back_through_asyncpg(one, state):
     proxy, con, _ = await borrow(one)

@@ -73,6 +73,10 @@ class Lender:
         if self._expiry is None:
             self._expiry = self.loop.call_at(deadline, self._expire_waiting)
         try:
+            # A connection given back at once (give_back) has woken the oldest waiting request, but sits in the
+            # pool's queue until that request runs, and asyncio's Queue.get takes whatever is there: one turn of
+            # the loop first, so that a request arriving meanwhile, or one querying again, queues behind it.
+            await asyncio.sleep(0)
             return await self.pool.acquire()
         except asyncio.CancelledError:
             # Cancelled by _expire_waiting, and by nothing else, is a timeout.
