@@ -168,11 +168,13 @@ class Lender:
 # protocols: asyncpg 0.32's (slots and methods, so the classes tell).
 PARTS = (
     ("pool", "Pool", ("_closed", "_generation", "_reset")),
-    ("pool", "PoolConnectionHolder", ("_pool", "_in_use", "_timeout", "_max_queries", "_generation", "_release")),
-    ("pool", "PoolConnectionHolder", ("_setup_inactive_callback",)),
+    (
+        "pool",
+        "PoolConnectionHolder",
+        ("_pool", "_in_use", "_timeout", "_max_queries", "_generation", "_release", "_setup_inactive_callback"),
+    ),
     ("pool", "PoolConnectionProxy", ("_con", "_holder")),
-    ("connection", "Connection", ("_aborted", "_top_xact", "_protocol", "_on_release", "_listeners")),
-    ("connection", "Connection", ("_log_listeners",)),
+    ("connection", "Connection", ("_aborted", "_top_xact", "_protocol", "_on_release", "_listeners", "_log_listeners")),
     ("protocol.protocol", "Protocol", ("is_connected", "is_in_transaction", "_is_cancelling", "queries_count")),
 )
 
